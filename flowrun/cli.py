@@ -1,0 +1,293 @@
+"""The command line: parse, check flag combinations, call one function."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flowrun import __version__
+from flowrun.errors import BadInput, FlowFailed, FlowrunError
+
+PROGRESS = click.Choice(["auto", "plain", "json"])
+
+
+def _engine() -> Any:
+    from flowrun.engine import Engine
+
+    return Engine()
+
+
+def _resolve_flow(engine: Any, flow: str | None) -> str:
+    """A flow name from a name, a flow file, or the only running flow."""
+    from flowrun.flowfile import NAME_PATTERN, load_flow
+    from flowrun.status import running_flows
+
+    if flow and Path(flow).is_file():
+        return load_flow(flow, os.environ).spec.name
+    if flow:
+        if not re.match(NAME_PATTERN, flow):
+            raise BadInput(f"{flow!r} is neither a flow file nor a flow name")
+        return flow
+    running = running_flows(engine)
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise FlowFailed("no flow is running; start one with `flowrun up FLOW`")
+    raise BadInput(f"several flows run ({', '.join(running)}); name one")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowrun")
+def cli() -> None:
+    """Run real-time integration flows on one machine."""
+
+
+@cli.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+def validate(flow: str) -> None:
+    """Check a flow file and its components; exit 0 when valid, 2 when not."""
+    from flowrun.project import load_plan
+
+    plan = load_plan(flow, os.environ)
+    visible = sum(1 for s in plan.steps if s.visible_index is not None)
+    click.echo(f"{flow}: ok: flow '{plan.flow}', {visible} visible steps, "
+               f"{len(plan.steps)} real steps")
+
+
+@cli.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (secrets masked).")
+def plan(flow: str, as_json: bool) -> None:
+    """Show the real steps a flow file expands to, mapper steps included."""
+    from flowrun.project import load_plan
+
+    p = load_plan(flow, os.environ)
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=2))
+        return
+    from flowrun.render import print_plan
+
+    print_plan(p)
+
+
+@cli.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.option("-d", "--detach", is_flag=True, help="Return as soon as every step is live.")
+@click.option("--watch", is_flag=True, help="Redeploy the steps of a component when it changes.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds until every step must be live, or exit 1.")
+@click.option("--dry-run", is_flag=True, help="Print what would change, change nothing.")
+@click.option("--recreate", is_flag=True, help="Recreate every step, changed or not.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds a replaced step gets to finish its message before KILL.")
+@click.option("--progress", type=PROGRESS, default="auto", show_default=True)
+def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recreate: bool,
+       grace: float, progress: str) -> None:
+    """Build what changed, start what is missing, wait until every step is live."""
+    if detach and watch:
+        raise click.UsageError("--watch needs an attached `up`; drop -d")
+    from flowrun.project import load_plan
+    from flowrun.render import choose
+    from flowrun.supervisor import Supervisor, UpOptions
+
+    p = load_plan(flow, os.environ)
+    engine = _engine()
+    renderer = choose(progress, sys.stdout.isatty(), bool(os.environ.get("CI")))
+    supervisor = Supervisor(engine, renderer)
+    options = UpOptions(detach=detach, timeout=timeout, recreate=recreate, dry_run=dry_run,
+                        watch=watch, grace=grace)
+    code, summary = supervisor.up(p, options, replan=lambda: load_plan(flow, os.environ))
+    if dry_run:
+        click.echo(summary)
+    sys.exit(code if code != 130 else 0)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(flow: str | None, as_json: bool) -> None:
+    """Every real step: state, live, uptime, restarts, queue depth, counters, staleness."""
+    from flowrun.render import print_status
+    from flowrun.status import flow_status, running_flows
+
+    engine = _engine()
+    flows = [_resolve_flow(engine, flow)] if flow else running_flows(engine)
+    statuses = [flow_status(engine, f) for f in flows]
+    if as_json:
+        click.echo(json.dumps({"flows": [s.to_json() for s in statuses]}, indent=2))
+        return
+    if not statuses or not any(s.steps for s in statuses):
+        click.echo("no flow is running" + (f" named {flow}" if flow else ""))
+        return
+    for s in statuses:
+        print_status(s)
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
+    if m:
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use a duration (30s, 5m, 2h) or an ISO time") from None
+
+
+@cli.command()
+@click.argument("args", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep following, across restarts.")
+@click.option("--tail", "tail_lines", default="all", help="Lines from the end (a number or all).")
+@click.option("--since", help="Only lines since a duration ago (30s, 5m) or an ISO time.")
+@click.option("-t", "--timestamps", is_flag=True)
+def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None,
+         timestamps: bool) -> None:
+    """Logs of one step, or of every step interleaved: flowrun logs [FLOW] [STEP]."""
+    from flowrun.logs import show_logs
+    from flowrun.status import running_flows
+
+    if len(args) > 2:
+        raise click.UsageError("give at most FLOW and STEP")
+    if tail_lines != "all" and not tail_lines.isdigit():
+        raise click.BadParameter("a number of lines, or all", param_hint="--tail")
+    engine = _engine()
+    flow_arg, step = (args + (None, None))[:2]
+    if len(args) == 1 and not Path(args[0]).is_file() and args[0] not in running_flows(engine):
+        flow_arg, step = None, args[0]
+    name = _resolve_flow(engine, flow_arg)
+    show_logs(engine, name, step, follow=follow,
+              tail=int(tail_lines) if tail_lines.isdigit() else "all",
+              since=_since(since), timestamps=timestamps)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("--purge", is_flag=True, help="Also delete the flow's queues and messages.")
+@click.option("--all", "everything", is_flag=True, help="Every flow, and the broker too.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
+def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
+    """Stop and remove a flow's containers and network (queues are kept unless --purge)."""
+    from flowrun.down import take_down
+
+    if everything and flow:
+        raise click.UsageError("--all takes no FLOW")
+    engine = _engine()
+    if everything:
+        take_down(engine, None, grace=grace, purge=purge, everything=True)
+        return
+    take_down(engine, _resolve_flow(engine, flow), grace=grace, purge=purge)
+
+
+def _broker(engine: Any) -> Any:
+    from flowrun.broker import find_broker
+
+    broker = find_broker(engine)
+    if broker is None:
+        raise FlowFailed("the broker is not running; start a flow with `flowrun up FLOW`")
+    return broker
+
+
+def _trigger_of(engine: Any, flow: str) -> str:
+    from flowrun import labels
+    from flowrun.status import flow_containers
+
+    for o in flow_containers(engine, flow):
+        if o.labels.get(labels.KIND) == "trigger":
+            return str(o.labels[labels.STEP])
+    raise FlowFailed(f"flow {flow} is not running; start it with `flowrun up`")
+
+
+@cli.command()
+@click.argument("args", nargs=-1)
+@click.option("--as", "as_step", help="Publish as if this step emitted it (default: the trigger).")
+@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Send the body this many times (headers.seq counts 0..N-1).")
+@click.option("--expect", "expect_step",
+              help="Then wait for --expect-count messages out of this step, and print them.")
+@click.option("--expect-count", type=click.IntRange(min=1), help="Default: --count.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True)
+def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: str | None,
+         expect_count: int | None, timeout: float) -> None:
+    """Push a message into a running flow: flowrun send [FLOW] [BODY-JSON | -]."""
+    from flowrun.messaging import Sender, make_message, tap
+
+    if len(args) > 2:
+        raise click.UsageError("give at most FLOW and BODY")
+    flow_arg, raw = (None, args[0]) if len(args) == 1 else (args + (None, None))[:2]
+    if raw == "-":
+        raw = sys.stdin.read()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise BadInput(f"BODY is not JSON ({e}); e.g. '{{\"name\": \"Ada\"}}'") from None
+    engine = _engine()
+    flow = _resolve_flow(engine, flow_arg)
+    broker = _broker(engine)
+    source = as_step or _trigger_of(engine, flow)
+
+    def publish() -> None:
+        sender = Sender(broker, flow)
+        try:
+            for i in range(count):
+                sender.send(source, make_message(body, {"seq": i, "sentAt": time.time()}))
+        finally:
+            sender.close()
+
+    if not expect_step:
+        publish()
+        click.echo(f"sent {count} message(s) into {flow} as {source}", err=True)
+        return
+    want = expect_count or count
+    with tap(broker, flow, expect_step) as t:
+        publish()
+        got = t.take(want, timeout, lambda m: click.echo(json.dumps(m)))
+    if got < want:
+        raise FlowFailed(f"{got} of {want} message(s) came out of {expect_step} "
+                         f"within {timeout:g} s")
+
+
+@cli.command()
+@click.argument("args", nargs=-1, required=True)
+@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option("--body", "body_only", is_flag=True, help="Print only each message's body.")
+def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> None:
+    """Wait for COUNT messages out of a step: flowrun tail [FLOW] STEP."""
+    from flowrun.messaging import tap
+
+    if len(args) > 2:
+        raise click.UsageError("give at most FLOW and STEP")
+    flow_arg, step = (None, args[0]) if len(args) == 1 else args[:2]
+    engine = _engine()
+    flow = _resolve_flow(engine, flow_arg)
+    with tap(_broker(engine), flow, step) as t:
+        got = t.take(count, timeout,
+                     lambda m: click.echo(json.dumps(m.get("body") if body_only else m)))
+    if got < count:
+        raise FlowFailed(f"{got} of {count} message(s) came out of {step} within {timeout:g} s")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except FlowrunError as e:
+        click.echo(f"flowrun: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

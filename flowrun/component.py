@@ -1,0 +1,121 @@
+"""Component descriptors: `component.json` with its triggers and actions."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flowrun.errors import ComponentError
+
+
+class FunctionType(str, Enum):
+    TRIGGER = "trigger"
+    ACTION = "action"
+
+
+class FunctionSpec(BaseModel):
+    # The descriptor format belongs to the hosted platforms and grows over time:
+    # keys flowrun does not use are kept, not rejected.
+    model_config = ConfigDict(extra="allow")
+
+    main: str = Field(min_length=1)
+    title: str | None = None
+    type: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Descriptor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    title: str = Field(min_length=1)
+    description: str | None = None
+    credentials: dict[str, Any] | None = None
+    triggers: dict[str, FunctionSpec] = Field(default_factory=dict)
+    actions: dict[str, FunctionSpec] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Component:
+    path: Path  # resolved directory
+    descriptor: Descriptor
+
+    @property
+    def name(self) -> str:
+        """An image-name-safe name, from the directory."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.path.name.lower()).strip("-")
+        return slug or "component"
+
+    def function_type(self, function: str) -> FunctionType | None:
+        if function in self.descriptor.triggers:
+            return FunctionType.TRIGGER
+        if function in self.descriptor.actions:
+            return FunctionType.ACTION
+        return None
+
+    def function_names(self) -> list[str]:
+        return [*self.descriptor.triggers, *self.descriptor.actions]
+
+
+def load_component(path: Path, where: str) -> Component:
+    """Load and check `path/component.json`; `where` names the referring step for errors."""
+    if not path.is_dir():
+        raise ComponentError(
+            f"{where}: component directory {path} does not exist; "
+            "fix 'component:' (it is relative to the flow file)"
+        )
+    descriptor_path = path / "component.json"
+    try:
+        raw = descriptor_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ComponentError(
+            f"{where}: {descriptor_path} is missing; a component needs a component.json "
+            "with its triggers and actions"
+        ) from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ComponentError(
+            f"{descriptor_path}:{e.lineno}: invalid JSON ({e.msg}); fix the syntax there"
+        ) from None
+    if not isinstance(data, dict):
+        raise ComponentError(f"{descriptor_path}: must be a JSON object with title, triggers, actions")
+    try:
+        descriptor = Descriptor.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "missing":
+            msg = f"missing '{loc}'; add it"
+        else:
+            msg = f"'{loc}': {err['msg']}"
+        raise ComponentError(f"{descriptor_path}: {msg}") from None
+    if not descriptor.triggers and not descriptor.actions:
+        raise ComponentError(
+            f"{descriptor_path}: declares no triggers and no actions; add at least one"
+        )
+    for group, functions in (("triggers", descriptor.triggers), ("actions", descriptor.actions)):
+        for name, spec in functions.items():
+            main = (path / spec.main).resolve()
+            if not main.is_relative_to(path.resolve()):
+                raise ComponentError(
+                    f"{descriptor_path}: {group}.{name}.main '{spec.main}' points outside "
+                    "the component; keep the code inside its directory"
+                )
+            if not main.is_file():
+                raise ComponentError(
+                    f"{descriptor_path}: {group}.{name}.main '{spec.main}' does not exist; "
+                    "create it or fix the path"
+                )
+            if main.suffix != ".py":
+                raise ComponentError(
+                    f"{descriptor_path}: {group}.{name}.main '{spec.main}' is not a .py file; "
+                    "flowrun's sailor runs Python components"
+                )
+    return Component(path=path.resolve(), descriptor=descriptor)

@@ -1,0 +1,32 @@
+"""`flowrun down`: stop a flow (TERM, grace, KILL), or everything and the broker."""
+
+from __future__ import annotations
+
+import queue
+
+from flowrun.broker import BROKER_NAME, find_broker
+from flowrun.engine import Engine
+from flowrun.events import Event
+from flowrun.runtime import Executor
+from flowrun.status import running_flows
+
+
+def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
+              everything: bool = False) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    executor = Executor(engine, events)
+    flows = running_flows(engine) if everything else [flow] if flow else []
+    networks = set(engine.networks()) if everything else set()
+    if not flows and not everything:
+        print("no flow is running")
+    for name in flows:
+        removed = executor.down(name, grace, purge=purge)
+        print(f"{name}: removed {len(removed)} container(s)"
+              + (" and its queues" if purge and find_broker(engine) else "; queues kept"))
+    if everything:
+        for network in networks:
+            engine.remove_network(network)
+        if find_broker(engine) or engine.find(BROKER_NAME):
+            engine.stop(BROKER_NAME, grace)
+            engine.remove(BROKER_NAME)
+            print(f"removed the broker ({BROKER_NAME})")

@@ -1,0 +1,258 @@
+"""The engine adapter: the only module that talks to Docker."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig
+
+from flowrun import labels
+from flowrun.errors import BuildFailed, EngineUnavailable
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str | None = None
+    aliases: tuple[str, ...] = ()
+    memory: str | None = None
+    user: str | None = None
+    command: list[str] | None = None
+    hostname: str | None = None
+    ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    restart: bool = True
+    hardened: bool = True
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container as Docker reports it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    status: str  # created, running, restarting, exited, dead, paused
+    started_at: datetime | None
+    finished_at: datetime | None
+    restart_count: int
+    exit_code: int
+    oom_killed: bool
+    error: str
+    env: Mapping[str, str]
+    ports: Mapping[str, int]
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; datetime takes microseconds.
+    head, _, rest = value.partition(".")
+    frac = "".join(ch for ch in rest if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00")
+
+
+class Engine:
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self.client = client or docker.from_env(timeout=120)
+            self.client.ping()
+        except docker.errors.DockerException as e:
+            raise EngineUnavailable(
+                f"no Docker engine answers ({e.__class__.__name__}); start Docker, "
+                "or run scripts/ensure-engine (root on Debian installs and starts one)"
+            ) from None
+        self.api = self.client.api
+
+    # ------------------------------------------------------------ images
+
+    def image_exists(self, tag: str) -> bool:
+        try:
+            self.client.images.get(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def build(self, context: str, tag: str, buildargs: Mapping[str, str],
+              image_labels: Mapping[str, str], on_line: Callable[[str], None]) -> None:
+        """Build with the classic builder, streaming each output line to `on_line`."""
+        tail: list[str] = []
+        try:
+            for chunk in self.api.build(path=context, tag=tag, buildargs=dict(buildargs),
+                                        labels=dict(image_labels), rm=True, forcerm=True,
+                                        decode=True, pull=False):
+                if "error" in chunk:
+                    raise BuildFailed("\n".join([*tail[-15:], chunk["error"].strip()]))
+                text = chunk.get("stream", "")
+                for line in text.splitlines():
+                    if line.strip():
+                        tail.append(line)
+                        on_line(line)
+        except docker.errors.APIError as e:
+            raise BuildFailed(str(e.explanation or e)) from None
+
+    def remove_image(self, tag: str) -> None:
+        try:
+            self.client.images.remove(tag, noprune=False)
+        except docker.errors.APIError:
+            pass
+
+    # ------------------------------------------------------------ containers
+
+    def observe(self, label_filter: Mapping[str, str | None]) -> list[Observed]:
+        filters = [k if v is None else f"{k}={v}" for k, v in label_filter.items()]
+        out = []
+        for summary in self.api.containers(all=True, filters={"label": filters}):
+            try:
+                out.append(self.inspect(summary["Id"]))
+            except docker.errors.NotFound:  # removed between list and inspect
+                continue
+        return out
+
+    def inspect(self, name_or_id: str) -> Observed:
+        info = self.api.inspect_container(name_or_id)
+        state = info["State"]
+        ports: dict[str, int] = {}
+        for port, bindings in (info["NetworkSettings"].get("Ports") or {}).items():
+            if bindings:
+                ports[port] = int(bindings[0]["HostPort"])
+        env = dict(item.split("=", 1) for item in info["Config"].get("Env") or [] if "=" in item)
+        return Observed(
+            id=info["Id"], name=info["Name"].lstrip("/"), labels=info["Config"]["Labels"] or {},
+            status=state["Status"], started_at=_parse_time(state.get("StartedAt")),
+            finished_at=_parse_time(state.get("FinishedAt")),
+            restart_count=int(info.get("RestartCount", 0)), exit_code=int(state["ExitCode"]),
+            oom_killed=bool(state.get("OOMKilled")), error=state.get("Error") or "",
+            env=env, ports=ports,
+        )
+
+    def find(self, name: str) -> Observed | None:
+        try:
+            return self.inspect(name)
+        except docker.errors.NotFound:
+            return None
+
+    def run(self, spec: ContainerSpec) -> str:
+        """Create and start; return the container id."""
+        host_config = self.api.create_host_config(
+            mem_limit=spec.memory,
+            restart_policy={"Name": "unless-stopped"} if spec.restart else None,
+            port_bindings={p: [b] for p, b in spec.ports.items()} or None,
+            log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
+            security_opt=["no-new-privileges"] if spec.hardened else None,
+            cap_drop=["ALL"] if spec.hardened else None,
+        )
+        networking = None
+        if spec.network:
+            networking = self.api.create_networking_config({
+                spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases) or None)
+            })
+        created = self.api.create_container(
+            image=spec.image, name=spec.name, environment=dict(spec.env),
+            labels=dict(spec.labels), host_config=host_config, networking_config=networking,
+            user=spec.user, command=spec.command, hostname=spec.hostname,
+            ports=list(spec.ports) or None,
+        )
+        self.api.start(created["Id"])
+        return str(created["Id"])
+
+    def stop(self, name: str, grace: float) -> None:
+        """TERM, `grace` seconds, then KILL (Docker's own stop does exactly this)."""
+        try:
+            self.api.stop(name, timeout=int(max(grace, 0)))
+        except docker.errors.NotFound:
+            pass
+
+    def remove(self, name: str) -> None:
+        try:
+            self.api.remove_container(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        self.api.kill(name, signal=signal)
+
+    def restart(self, name: str, grace: float = 10) -> None:
+        self.api.restart(name, timeout=int(grace))
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | str = "all",
+             since: datetime | int | None = None, timestamps: bool = False) -> Iterator[str]:
+        """Lines of a container's output; a followed stream ends when the container stops."""
+        try:
+            stream = self.api.logs(name, stream=True, follow=follow, tail=tail,
+                                   since=since, timestamps=timestamps)
+        except docker.errors.NotFound:
+            return
+        buffer = b""
+        for chunk in stream:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace").rstrip("\r")
+        if buffer:
+            yield buffer.decode("utf-8", "replace")
+
+    def read_file(self, name: str, path: str) -> bytes | None:
+        """A file from a container's filesystem, without exec (works while running)."""
+        try:
+            bits, _ = self.api.get_archive(name, path)
+        except docker.errors.APIError:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+            member = tar.next()
+            if member is None:
+                return None
+            extracted = tar.extractfile(member)
+            return extracted.read() if extracted else None
+
+    def events(self, filters: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        return self.api.events(decode=True, filters=dict(filters))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ networks
+
+    def ensure_network(self, name: str, flow: str) -> None:
+        if self.api.networks(names=[name]):
+            return
+        try:
+            self.api.create_network(name, driver="bridge", labels={labels.FLOW: flow},
+                                    check_duplicate=True)
+        except docker.errors.APIError as e:
+            if "already exists" not in str(e):
+                raise
+
+    def connect(self, container: str, network: str, aliases: list[str]) -> None:
+        try:
+            self.api.connect_container_to_network(container, network, aliases=aliases)
+        except docker.errors.APIError as e:
+            if "already exists" not in str(e) and "already attached" not in str(e):
+                raise
+
+    def remove_network(self, name: str) -> None:
+        for net in self.api.networks(names=[name]):
+            details = self.api.inspect_network(net["Id"])
+            for cid in (details.get("Containers") or {}):
+                try:
+                    self.api.disconnect_container_from_network(cid, net["Id"], force=True)
+                except docker.errors.APIError:
+                    pass
+            try:
+                self.api.remove_network(net["Id"])
+            except docker.errors.NotFound:
+                pass
+
+    def networks(self, flow: str | None = None) -> list[str]:
+        filters = {"label": [labels.FLOW if flow is None else f"{labels.FLOW}={flow}"]}
+        return [n["Name"] for n in self.api.networks(filters=filters)]

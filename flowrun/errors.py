@@ -1,0 +1,40 @@
+"""One exception hierarchy; the CLI turns each into one line and an exit code.
+
+    FlowrunError                 exit 1 unless a subclass says otherwise
+    ├── BadInput                 exit 2: the person can fix it (file, line or step named)
+    │   ├── FlowFileError        flow.yaml: syntax, schema, names, interpolation
+    │   └── ComponentError       component.json, main files, functions
+    ├── EngineUnavailable        exit 3: no Docker engine answers
+    ├── BuildFailed              exit 1: a component image did not build
+    └── FlowFailed               exit 1: a step never became live, or a wait timed out
+"""
+
+from __future__ import annotations
+
+
+class FlowrunError(Exception):
+    exit_code = 1
+
+
+class BadInput(FlowrunError):
+    exit_code = 2
+
+
+class FlowFileError(BadInput):
+    pass
+
+
+class ComponentError(BadInput):
+    pass
+
+
+class EngineUnavailable(FlowrunError):
+    exit_code = 3
+
+
+class BuildFailed(FlowrunError):
+    pass
+
+
+class FlowFailed(FlowrunError):
+    pass

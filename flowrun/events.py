@@ -1,0 +1,65 @@
+"""Small frozen events. Builders, followers and watchers only put these on one queue;
+the supervisor's loop is the only reader, and the only code that changes state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+
+class Phase(str, Enum):
+    PENDING = "pending"
+    BUILDING = "building"
+    STARTING = "starting"
+    WARMING = "warming"
+    LIVE = "live"
+    CRASHED = "crashed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepPhase:
+    step: str
+    phase: Phase
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    component: str
+    line: str
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    text: str
+    level: Literal["info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class ApplyDone:
+    """The executor finished a batch of actions (or failed, with `error`)."""
+
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ComponentsChanged:
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    count: int
+
+
+Event = StepPhase | BuildOutput | StepLog | Notice | ApplyDone | ComponentsChanged | Interrupted

@@ -1,0 +1,263 @@
+"""The flow file: YAML with ${VAR} interpolation, validated strictly, with line numbers.
+
+Loading is pure apart from reading the file and the environment mapping it is given;
+every mistake becomes a FlowFileError whose message names the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flowrun.errors import FlowFileError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+STEP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]?$"
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    component: str = Field(min_length=1)
+    function: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    map: dict[str, str] | str | None = None
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
+    interval: float | None = Field(default=None, gt=0, le=3600)
+
+
+class FlowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: Literal[1]
+    name: str = Field(pattern=NAME_PATTERN)
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class LoadedFlow:
+    """A validated flow file and where each of its values was written."""
+
+    spec: FlowSpec
+    path: Path
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def where(self, *loc: str | int) -> str:
+        """`file:line` for the nearest written ancestor of `loc`."""
+        return _where(self.path, self.lines, loc)
+
+    def step_where(self, index: int, key: str | None = None) -> str:
+        loc: tuple[str | int, ...] = ("steps", index) if key is None else ("steps", index, key)
+        return self.where(*loc)
+
+
+def _where(path: Path, lines: Mapping[Path_, int], loc: Path_) -> str:
+    loc = tuple(loc)
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    line = lines.get(loc)
+    return f"{path}:{line}" if line else str(path)
+
+
+# ---------------------------------------------------------------- YAML with lines
+
+def _compose(text: str, path: Path) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = e.problem or e.context or "invalid YAML"
+        raise FlowFileError(
+            f"{path}{line}: YAML syntax error: {problem}; fix the indentation or quoting there"
+        ) from None
+    except yaml.YAMLError as e:
+        raise FlowFileError(f"{path}: YAML syntax error: {e}") from None
+
+
+_INTERP = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
+
+
+def interpolate(text: str, env: Mapping[str, str], where: str) -> str:
+    """Replace ${VAR} and ${VAR:-default}; `$$` is a literal `$`."""
+
+    def sub(m: re.Match[str]) -> str:
+        whole = m.group(0)
+        if whole == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        if name is None:
+            raise FlowFileError(
+                f"{where}: bad variable reference {whole!r}; write ${{NAME}} or ${{NAME:-default}}"
+            )
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise FlowFileError(
+                    f"{where}: ${{{name}}} is not set; export {name}=... "
+                    f"or give a default with ${{{name}:-value}}"
+                )
+            return default
+        return value
+
+    return _INTERP.sub(sub, text)
+
+
+def _construct(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+def _to_python(node: yaml.Node, loc: Path_, lines: dict[Path_, int], path: Path,
+               env: Mapping[str, str]) -> Any:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node)
+            if not isinstance(key, str | int | float | bool):
+                raise FlowFileError(
+                    f"{path}:{key_node.start_mark.line + 1}: keys must be plain names"
+                )
+            key = str(key)
+            if key in out:
+                raise FlowFileError(
+                    f"{path}:{key_node.start_mark.line + 1}: key '{key}' appears twice; "
+                    "keep one of them"
+                )
+            out[key] = _to_python(value_node, (*loc, key), lines, path, env)
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(n, (*loc, i), lines, path, env) for i, n in enumerate(node.value)]
+    if isinstance(node, yaml.ScalarNode):
+        value = _construct(node)
+        if isinstance(value, str) and "$" in value:
+            return interpolate(value, env, f"{path}:{node.start_mark.line + 1}")
+        return value
+    raise FlowFileError(f"{path}:{node.start_mark.line + 1}: unsupported YAML here")
+
+
+# ---------------------------------------------------------------- validation errors
+
+_FIELD_HINTS = {
+    "name": "lowercase letters, digits and '-', starting with a letter or digit, at most 40",
+    "id": "lowercase letters, digits, '-' and '_', starting with a letter or digit, at most 40",
+    "memory": "a number of bytes with an optional k, m or g suffix, e.g. 256m",
+}
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "bool_type": "true or false",
+}
+
+
+def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+    loc = err["loc"]
+    kind = err["type"]
+    dotted = _dotted(loc)
+    last = str(loc[-1]) if loc else ""
+    if kind == "missing":
+        return f"missing key '{last}' in {_dotted(loc[:-1]) or 'the flow'}; add it"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc, model))
+        return f"unknown key '{last}'; remove it (allowed here: {allowed})"
+    if kind == "string_pattern_mismatch":
+        value = err.get("input")
+        hint = _FIELD_HINTS.get(last, "see the flow file format in the README")
+        return f"{dotted}: {value!r} is not a valid {last}; use {hint}"
+    if kind == "literal_error" and last == "version":
+        return f"version: {err.get('input')!r} is not supported; write 'version: 1'"
+    if kind == "too_short" and last == "steps":
+        return "the flow has no steps; add at least one step (the trigger)"
+    if kind in _TYPE_NAMES or kind.endswith("_type"):
+        expected = _TYPE_NAMES.get(kind, kind.removesuffix("_type"))
+        got = type(err.get("input")).__name__
+        if last == "map" or (len(loc) >= 2 and loc[-2] == "map") or "map" in loc:
+            return (f"{_dotted(loc[:3])}: map must be a JSONata expression string "
+                    "or a mapping of field -> expression")
+        return f"{dotted}: expected {expected}, got {got}; fix the value"
+    return f"{dotted}: {err['msg']}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "dict[str,str]", "none", "float", "int"):
+            continue  # pydantic's union-branch names are not user keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...], model: type[BaseModel]) -> list[str]:
+    target: type[BaseModel] = StepSpec if "steps" in loc[:-1] else model
+    return list(target.model_fields)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    return tuple(p for p in loc if isinstance(p, int) or p in _ALL_KEYS or not _is_branch(p))
+
+
+_ALL_KEYS = set(FlowSpec.model_fields) | set(StepSpec.model_fields)
+
+
+def _is_branch(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in ("str", "none", "float", "int"))
+
+
+# ---------------------------------------------------------------- entry point
+
+def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
+    """Read, interpolate and validate a flow file; raise FlowFileError on any mistake."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FlowFileError(f"{path}: no such flow file; check the path") from None
+    except IsADirectoryError:
+        raise FlowFileError(f"{path}: is a directory; give the flow file (flow.yaml)") from None
+    except UnicodeDecodeError:
+        raise FlowFileError(f"{path}: not UTF-8 text; save the flow file as UTF-8") from None
+    except OSError as e:
+        raise FlowFileError(f"{path}: cannot read ({e.strerror})") from None
+
+    node = _compose(text, path)
+    if node is None:
+        raise FlowFileError(f"{path}: the flow file is empty; see sample_flows/ for one to start from")
+    lines: dict[Path_, int] = {}
+    data = _to_python(node, (), lines, path, env)
+    if not isinstance(data, dict):
+        raise FlowFileError(
+            f"{path}:{node.start_mark.line + 1}: the flow file must be a mapping with "
+            "version, name and steps"
+        )
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = _clean_loc(tuple(err["loc"]))
+        cleaned = {**err, "loc": loc}
+        raise FlowFileError(f"{_where(path, lines, loc)}: {_describe(cleaned, FlowSpec)}") from None
+    return LoadedFlow(spec=spec, path=path, lines=lines)

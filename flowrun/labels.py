@@ -1,0 +1,26 @@
+"""Every Docker label flowrun reads or writes. Docker itself is the record of what runs."""
+
+from __future__ import annotations
+
+PREFIX = "io.flowrun"
+FLOW = f"{PREFIX}.flow"
+STEP = f"{PREFIX}.step"
+REVISION = f"{PREFIX}.revision"
+CONFIG_HASH = f"{PREFIX}.config-hash"
+KIND = f"{PREFIX}.kind"
+INDEX = f"{PREFIX}.index"
+COMPONENT = f"{PREFIX}.component"
+FUNCTION = f"{PREFIX}.function"
+SOURCE = f"{PREFIX}.source"
+ROLE = f"{PREFIX}.role"
+
+ROLE_BROKER = "broker"
+ROLE_STEP = "step"
+
+
+def container_name(flow: str, step: str) -> str:
+    return f"flowrun-{flow}-{step}"
+
+
+def network_name(flow: str) -> str:
+    return f"flowrun-{flow}"

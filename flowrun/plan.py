@@ -1,0 +1,280 @@
+"""Expansion: the visible steps of a flow file become the real steps that run.
+
+Every visible step is a real step, and between each consecutive pair a mapper
+step is injected (3 visible steps -> 5 real steps). `expand` is pure: it takes
+the loaded flow, its components and their revisions, and returns the Plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import jsonata
+
+from flowrun.component import Component, FunctionType, load_component
+from flowrun.errors import FlowFileError
+from flowrun.flowfile import LoadedFlow, StepSpec
+from flowrun.masking import mask
+
+MAPPER_COMPONENT_DIR = Path(__file__).parent / "builtin" / "mapper"
+DEFAULT_MEMORY = "256m"
+DEFAULT_TRIGGER_INTERVAL = 1.0
+
+
+class StepKind(str, Enum):
+    TRIGGER = "trigger"
+    ACTION = "action"
+    MAPPER = "mapper"
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Where a step reads and writes, in the hosted platform's sailor terms."""
+
+    exchange: str
+    input_queue: str | None  # None for the trigger: it has no input
+    listens_to: str | None  # the previous step's data routing key
+    data: str
+    error: str
+    snapshot: str
+    rebound: str
+
+
+@dataclass(frozen=True)
+class RealStep:
+    id: str
+    kind: StepKind
+    component: Component
+    function: str
+    config: Mapping[str, Any]
+    routes: Routes
+    memory: str
+    interval: float | None
+    revision: str
+    visible_index: int | None = None  # index in the flow file; None for a mapper
+
+    @property
+    def image(self) -> str:
+        return f"flowrun-{self.component.name}:{self.revision}"
+
+    def env(self, flow: str) -> dict[str, str]:
+        """The container's environment, without the broker URI (secret, added at start)."""
+        r = self.routes
+        env = {
+            "ELASTICIO_FLOW_ID": flow,
+            "ELASTICIO_STEP_ID": self.id,
+            "ELASTICIO_FUNCTION": self.function,
+            "ELASTICIO_PUBLISH_MESSAGES_TO": r.exchange,
+            "ELASTICIO_DATA_ROUTING_KEY": r.data,
+            "ELASTICIO_ERROR_ROUTING_KEY": r.error,
+            "ELASTICIO_SNAPSHOT_ROUTING_KEY": r.snapshot,
+            "ELASTICIO_REBOUND_ROUTING_KEY": r.rebound,
+            "FLOWRUN_KIND": self.kind.value,
+            "FLOWRUN_CFG": json.dumps(self.config, sort_keys=True),
+        }
+        if r.input_queue:
+            env["ELASTICIO_LISTEN_MESSAGES_ON"] = r.input_queue
+        if self.interval is not None:
+            env["FLOWRUN_TRIGGER_INTERVAL"] = str(self.interval)
+        return env
+
+    def config_hash(self, flow: str) -> str:
+        """Covers what changes the container apart from its image (compose's idea)."""
+        material = {"env": self.env(flow), "memory": self.memory}
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        return f"{self.component.name}:{self.function}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    flow: str
+    source: Path
+    steps: tuple[RealStep, ...]
+    error_queue: str
+    dead_letter_queue: str
+    components: tuple[Component, ...] = field(default=())
+
+    def step(self, step_id: str) -> RealStep | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def lines(self) -> list[str]:
+        """One stable line per real step, for `flowrun plan` and golden tests."""
+        out = []
+        for i, s in enumerate(self.steps, 1):
+            listens = s.routes.input_queue or "-"
+            out.append(
+                f"{i:>2} {s.id:<28} {s.kind.value:<7} {s.describe():<28} "
+                f"in={listens} out={s.routes.data}"
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "source": str(self.source),
+            "error_queue": self.error_queue,
+            "dead_letter_queue": self.dead_letter_queue,
+            "steps": [
+                {
+                    "id": s.id,
+                    "kind": s.kind.value,
+                    "component": str(s.component.path),
+                    "function": s.function,
+                    "revision": s.revision,
+                    "image": s.image,
+                    "config": mask(dict(s.config)),
+                    "input_queue": s.routes.input_queue,
+                    "listens_to": s.routes.listens_to,
+                    "data_routing_key": s.routes.data,
+                    "memory": s.memory,
+                    "config_hash": s.config_hash(self.flow),
+                    "env": {k: v for k, v in s.env(self.flow).items() if k != "FLOWRUN_CFG"},
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def mapper_id(before: str, after: str) -> str:
+    return f"mapper-{before}-{after}"
+
+
+def routes_for(flow: str, step_id: str, previous: str | None) -> Routes:
+    return Routes(
+        exchange=flow,
+        input_queue=f"{flow}:{step_id}:messages" if previous else None,
+        listens_to=f"{flow}.{previous}.message" if previous else None,
+        data=f"{flow}.{step_id}.message",
+        error=f"{flow}.{step_id}.error",
+        snapshot=f"{flow}.{step_id}.snapshot",
+        rebound=f"{flow}.{step_id}.rebound",
+    )
+
+
+def check_mapping(mapping: dict[str, str] | str, where: str) -> None:
+    expressions = {"": mapping} if isinstance(mapping, str) else mapping
+    for field_name, expression in expressions.items():
+        try:
+            jsonata.Jsonata(expression)
+        except Exception as e:  # jsonata raises its own JException (a RuntimeError)
+            target = f"map.{field_name}" if field_name else "map"
+            raise FlowFileError(
+                f"{where}: {target}: invalid JSONata {expression!r} ({e}); fix the expression"
+            ) from None
+
+
+def load_components(flow: LoadedFlow) -> dict[int, Component]:
+    """The component of each visible step (by index), checked against its function."""
+    components: dict[int, Component] = {}
+    cache: dict[Path, Component] = {}
+    for i, step in enumerate(flow.spec.steps):
+        where = f"{flow.step_where(i, 'component')}: step '{step.id}'"
+        directory = (flow.directory / step.component).resolve()
+        if directory not in cache:
+            cache[directory] = load_component(directory, where)
+        components[i] = cache[directory]
+    return components
+
+
+def check_flow(flow: LoadedFlow, components: Mapping[int, Component]) -> None:
+    """Everything about the flow that needs its components: ids, functions, maps."""
+    steps = flow.spec.steps
+    seen: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if step.id in seen:
+            raise FlowFileError(
+                f"{flow.step_where(i, 'id')}: step id '{step.id}' is used twice "
+                f"(also step {seen[step.id] + 1}); give each step its own id"
+            )
+        seen[step.id] = i
+    mapper_ids = {mapper_id(a.id, b.id) for a, b in zip(steps, steps[1:], strict=False)}
+    for i, step in enumerate(steps):
+        if step.id in mapper_ids:
+            raise FlowFileError(
+                f"{flow.step_where(i, 'id')}: step id '{step.id}' clashes with an injected "
+                "mapper step; rename it"
+            )
+    for i, step in enumerate(steps):
+        _check_function(flow, i, step, components[i])
+        if step.map is not None:
+            if i == 0:
+                raise FlowFileError(
+                    f"{flow.step_where(i, 'map')}: step '{step.id}': the first step cannot have "
+                    "'map' (nothing comes before it); remove it"
+                )
+            check_mapping(step.map, f"{flow.step_where(i, 'map')}: step '{step.id}'")
+        if step.interval is not None and i != 0:
+            raise FlowFileError(
+                f"{flow.step_where(i, 'interval')}: step '{step.id}': 'interval' is for the "
+                "trigger (first step) only; remove it"
+            )
+
+
+def _check_function(flow: LoadedFlow, i: int, step: StepSpec, component: Component) -> None:
+    where = f"{flow.step_where(i, 'function')}: step '{step.id}'"
+    kind = component.function_type(step.function)
+    if kind is None:
+        names = ", ".join(component.function_names())
+        raise FlowFileError(
+            f"{where}: function '{step.function}' is not in {component.path}/component.json; "
+            f"use one of: {names}"
+        )
+    if i == 0 and kind is not FunctionType.TRIGGER:
+        raise FlowFileError(
+            f"{where}: the first step must run a trigger, but '{step.function}' is an action; "
+            "start the flow with a trigger"
+        )
+    if i > 0 and kind is FunctionType.TRIGGER:
+        raise FlowFileError(
+            f"{where}: '{step.function}' is a trigger, but only the first step runs a trigger; "
+            "use an action here"
+        )
+
+
+def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Component,
+           revisions: Mapping[Path, str]) -> Plan:
+    """Pure: the real steps of a checked flow, in order."""
+    name = flow.spec.name
+    default_memory = flow.spec.memory or DEFAULT_MEMORY
+    real: list[RealStep] = []
+    previous: str | None = None
+    for i, step in enumerate(flow.spec.steps):
+        if previous is not None:
+            mid = mapper_id(previous, step.id)
+            real.append(RealStep(
+                id=mid, kind=StepKind.MAPPER, component=mapper, function="map",
+                config={"mapping": step.map} if step.map is not None else {},
+                routes=routes_for(name, mid, previous), memory=default_memory,
+                interval=None, revision=revisions[mapper.path],
+            ))
+            previous = mid
+        component = components[i]
+        is_trigger = i == 0
+        real.append(RealStep(
+            id=step.id,
+            kind=StepKind.TRIGGER if is_trigger else StepKind.ACTION,
+            component=component, function=step.function, config=dict(step.config),
+            routes=routes_for(name, step.id, previous),
+            memory=step.memory or default_memory,
+            interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
+            revision=revisions[component.path], visible_index=i,
+        ))
+        previous = step.id
+    unique = tuple({s.component.path: s.component for s in real}.values())
+    return Plan(
+        flow=name, source=flow.path, steps=tuple(real),
+        error_queue=f"{name}:errors", dead_letter_queue=f"{name}:dead",
+        components=unique,
+    )
+
+
+def load_mapper() -> Component:
+    return load_component(MAPPER_COMPONENT_DIR, "flowrun's built-in mapper")

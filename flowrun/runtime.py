@@ -1,0 +1,242 @@
+"""Applying actions: build images, ensure the broker, start and stop step containers.
+
+The executor takes no decisions of its own: it carries out the actions that
+reconcile planned and reports progress as events.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from flowrun import labels
+from flowrun.broker import BROKER_NAME, Broker, declare_topology, ensure_broker, find_broker
+from flowrun.engine import ContainerSpec, Engine
+from flowrun.errors import BuildFailed, FlowrunError
+from flowrun.events import ApplyDone, BuildOutput, Event, Notice, Phase, StepLog, StepPhase
+from flowrun.images import base_image, build_image
+from flowrun.plan import Plan, RealStep
+from flowrun.reconcile import Action, ActionType
+from flowrun.sailor import LIVE_MARKER
+
+START_WORKERS = 8
+DEFAULT_GRACE = 10.0
+
+
+def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> ContainerSpec:
+    env = step.env(plan.flow)
+    env["ELASTICIO_AMQP_URI"] = broker.container_uri(plan.flow)
+    return ContainerSpec(
+        name=labels.container_name(plan.flow, step.id),
+        image=step.image,
+        env=env,
+        labels={
+            labels.ROLE: labels.ROLE_STEP,
+            labels.FLOW: plan.flow,
+            labels.STEP: step.id,
+            labels.REVISION: step.revision,
+            labels.CONFIG_HASH: step.config_hash(plan.flow),
+            labels.KIND: step.kind.value,
+            labels.INDEX: str(index),
+            labels.COMPONENT: str(step.component.path),
+            labels.FUNCTION: step.function,
+            labels.SOURCE: str(plan.source.resolve()),
+        },
+        network=labels.network_name(plan.flow),
+        memory=step.memory,
+        user="1000:1000",
+    )
+
+
+class Follower:
+    """Follows one container's output across restarts; reports lines and liveness."""
+
+    def __init__(self, engine: Engine, name: str, step: str, put: Callable[[Event], None],
+                 stop: threading.Event, from_now: bool = False, timestamps: bool = False) -> None:
+        self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
+        self.from_now, self.timestamps = from_now, timestamps
+        self.thread = threading.Thread(target=self.run, daemon=True, name=f"follow-{step}")
+
+    def start(self) -> Follower:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        since: datetime | None = datetime.now(timezone.utc) if self.from_now else None
+        while not self.stop.is_set():
+            observed = self.engine.find(self.name)
+            if observed is None:
+                return
+            if observed.status == "running":
+                # Docker's `since` has one-second resolution: from the container's own
+                # start, so a restarted container's lines are not shown twice.
+                if since is None or (observed.started_at and observed.started_at > since):
+                    since = observed.started_at
+                for line in self.engine.logs(self.name, follow=True, since=since,
+                                             timestamps=self.timestamps):
+                    if LIVE_MARKER in line:
+                        self.put(StepPhase(self.step, Phase.LIVE))
+                    self.put(StepLog(self.step, line))
+                    if self.stop.is_set():
+                        return
+                if self.stop.is_set():
+                    return
+                after = self.engine.find(self.name)
+                if after is None:
+                    return
+                reason = f"exit code {after.exit_code}" + (" (out of memory)" if after.oom_killed
+                                                            else "")
+                self.put(StepPhase(self.step, Phase.CRASHED, reason))
+            elif observed.status in ("exited", "dead") and observed.restart_count == 0 and (
+                since is None
+            ):
+                # It died before we attached: show what it said, then wait for a restart.
+                for line in self.engine.logs(self.name, tail=20):
+                    self.put(StepLog(self.step, line))
+                self.put(StepPhase(self.step, Phase.CRASHED, f"exit code {observed.exit_code}"))
+                since = observed.started_at
+            # Docker restarts it after its backoff; wait for the next start.
+            self.stop.wait(0.2)
+
+
+class Executor:
+    def __init__(self, engine: Engine, events: queue.Queue[Event]) -> None:
+        self.engine = engine
+        self.events = events
+        self.stop_following = threading.Event()
+        self.followers: dict[str, Follower] = {}
+        self.broker: Broker | None = None
+
+    def put(self, event: Event) -> None:
+        self.events.put(event)
+
+    def follow(self, flow: str, step: str) -> None:
+        self.followers[step] = Follower(self.engine, labels.container_name(flow, step), step,
+                                        self.put, self.stop_following).start()
+
+    # ------------------------------------------------------------ apply
+
+    def apply_async(self, plan: Plan, actions: Sequence[Action], grace: float) -> threading.Thread:
+        thread = threading.Thread(target=self._apply_reporting, args=(plan, actions, grace),
+                                  daemon=True, name="apply")
+        thread.start()
+        return thread
+
+    def _apply_reporting(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
+        try:
+            self.apply(plan, actions, grace)
+            self.put(ApplyDone())
+        except FlowrunError as e:
+            self.put(ApplyDone(error=str(e)))
+        except Exception as e:  # an engine or broker failure we did not foresee
+            self.put(ApplyDone(error=f"{type(e).__name__}: {e}"))
+
+    def apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
+        todo = {a.step: a for a in actions}
+        to_start = [s for s in plan.steps
+                    if todo.get(s.id) and todo[s.id].type in (ActionType.CREATE,
+                                                                ActionType.RECREATE)]
+        # Builds and the broker's boot overlap: both take seconds on a cold start.
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prepare") as pool:
+            broker_future = pool.submit(self._ensure_broker)
+            self._build_all(plan, to_start)
+            self.broker = broker_future.result()
+        for step in plan.steps:
+            action = todo.get(step.id)
+            if action and action.type is ActionType.KEEP:
+                self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
+                self.follow(plan.flow, step.id)
+        if not to_start and not any(a.type is ActionType.REMOVE for a in actions):
+            return
+        network = labels.network_name(plan.flow)
+        self.engine.ensure_network(network, plan.flow)
+        self.engine.connect(BROKER_NAME, network, ["broker"])
+        self.broker.ensure_flow(plan.flow)
+        declare_topology(self.broker, plan)
+        index = {s.id: i for i, s in enumerate(plan.steps)}
+        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="start") as pool:
+            list(pool.map(lambda s: self._replace(plan, s, index[s.id], grace), to_start))
+            removals = [a.step for a in actions if a.type is ActionType.REMOVE]
+            list(pool.map(lambda step_id: self._remove(plan.flow, step_id, grace), removals))
+
+    def _ensure_broker(self) -> Broker:
+        broker, started = ensure_broker(self.engine)
+        if started:
+            self.put(Notice(f"started the broker ({BROKER_NAME})"))
+        return broker
+
+    def _build_all(self, plan: Plan, steps: Sequence[RealStep]) -> None:
+        by_image: dict[str, list[RealStep]] = {}
+        for step in steps:
+            by_image.setdefault(step.image, []).append(step)
+        if not by_image:
+            return
+        if not self.engine.image_exists(base_image()):
+            raise BuildFailed(
+                f"the base image {base_image()} is missing; run `make images` "
+                "(scripts/build-base-images) to build it without a registry"
+            )
+
+        def build(image: str) -> None:
+            users = by_image[image]
+            first = users[0]
+            for s in users:
+                self.put(StepPhase(s.id, Phase.BUILDING, first.component.name))
+            started = time.monotonic()
+            built = build_image(self.engine, first.component, first.revision, image,
+                                lambda line: self.put(BuildOutput(first.component.name, line)))
+            if built:
+                self.put(Notice(f"built {image} in {time.monotonic() - started:.1f} s"))
+
+        # Two at a time: builds are CPU-bound and this machine class has two cores.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="build") as pool:
+            for future in [pool.submit(build, image) for image in by_image]:
+                future.result()
+
+    def _replace(self, plan: Plan, step: RealStep, index: int, grace: float) -> None:
+        assert self.broker is not None
+        name = labels.container_name(plan.flow, step.id)
+        if self.engine.find(name) is not None:
+            # The old container finishes the message in hand, acks it and exits; what
+            # it had prefetched goes back to the queue for the new one.
+            self.put(StepPhase(step.id, Phase.STOPPING, "replacing"))
+            self.engine.stop(name, grace)
+            self.engine.remove(name)
+        self.put(StepPhase(step.id, Phase.STARTING))
+        self.engine.run(step_spec(plan, step, index, self.broker))
+        self.put(StepPhase(step.id, Phase.WARMING))
+        self.follow(plan.flow, step.id)
+
+    def _remove(self, flow: str, step_id: str, grace: float) -> None:
+        self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow"))
+        name = labels.container_name(flow, step_id)
+        self.engine.stop(name, grace)
+        self.engine.remove(name)
+        self.put(StepPhase(step_id, Phase.STOPPED))
+
+    # ------------------------------------------------------------ down
+
+    def down(self, flow: str, grace: float, purge: bool = False) -> list[str]:
+        """Stop (TERM, grace, KILL) and remove a flow's containers and network."""
+        self.stop_following.set()
+        observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
+        names = [o.name for o in observed]
+
+        def stop(o_name: str, step: str) -> None:
+            self.put(StepPhase(step, Phase.STOPPING))
+            self.engine.stop(o_name, grace)
+            self.engine.remove(o_name)
+            self.put(StepPhase(step, Phase.STOPPED))
+
+        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="stop") as pool:
+            list(pool.map(lambda o: stop(o.name, o.labels.get(labels.STEP, o.name)), observed))
+        self.engine.remove_network(labels.network_name(flow))
+        if purge:
+            broker = self.broker or find_broker(self.engine)
+            if broker is not None:
+                broker.purge_flow(flow)
+        return names

@@ -1,0 +1,11 @@
+"""flowrun's sailor: the agent inside every step container.
+
+It runs inside component images, not on the host, and depends only on the
+standard library, pika and (for mapper steps) jsonata-python. Imports between
+its modules are relative, so it works under whatever package name the image
+gives it.
+"""
+
+SAILOR_VERSION = "1"
+LIVE_MARKER = "flowrun-sailor: live"
+STATE_FILE = "/tmp/flowrun-state.json"

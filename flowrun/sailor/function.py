@@ -1,0 +1,105 @@
+"""Loading a component's function and turning whatever it does into outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+MESSAGE_KEYS = {"id", "body", "attachments", "headers", "metadata", "passthrough"}
+
+
+class LoadError(Exception):
+    pass
+
+
+def load_function(component_dir: Path, function: str) -> tuple[Any, dict[str, Any]]:
+    """Import the module named by component.json for `function`; return (module, spec)."""
+    descriptor = json.loads((component_dir / "component.json").read_text())
+    for group in ("triggers", "actions"):
+        spec = (descriptor.get(group) or {}).get(function)
+        if spec:
+            break
+    else:
+        raise LoadError(f"function '{function}' is not in component.json")
+    path = component_dir / spec["main"]
+    if str(component_dir) not in sys.path:
+        sys.path.insert(0, str(component_dir))
+    module_spec = importlib.util.spec_from_file_location(f"flowrun_fn_{function}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise LoadError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "process", None)):
+        raise LoadError(f"{spec['main']} defines no process(msg, cfg, snapshot, ctx)")
+    return module, spec
+
+
+def call_flexibly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call with as many leading arguments as `fn` declares (process may take fewer)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn(*args)
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return fn(*args)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return fn(*args[: len(positional)])
+
+
+class Runner:
+    """Runs sync and async functions alike on one long-lived event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """Call and collect every value it returns or yields, in order."""
+        result = call_flexibly(fn, *args)
+        if inspect.isawaitable(result):
+            result = self.loop.run_until_complete(result)
+        if inspect.isasyncgen(result):
+            return self.loop.run_until_complete(_drain_async(result))
+        if result is None:
+            return []
+        if isinstance(result, dict):
+            return [result]
+        if inspect.isgenerator(result) or isinstance(result, (list, tuple)):
+            return [r for r in result if r is not None]
+        return [result]
+
+    def call_hook(self, fn: Callable[..., Any], *args: Any) -> Any:
+        result = call_flexibly(fn, *args)
+        if inspect.isawaitable(result):
+            result = self.loop.run_until_complete(result)
+        return result
+
+
+async def _drain_async(agen: Any) -> list[Any]:
+    return [item async for item in agen if item is not None]
+
+
+def as_message(value: Any, parent: dict[str, Any] | None) -> dict[str, Any]:
+    """A returned value or an emitted payload as a full message.
+
+    A dict whose keys are all message keys and that has `body` is taken as a
+    message; anything else is the body of a new message. Headers and
+    passthrough follow the input message, so a trace survives every step.
+    """
+    if isinstance(value, dict) and "body" in value and set(value) <= MESSAGE_KEYS:
+        message = dict(value)
+    else:
+        message = {"body": value}
+    message.setdefault("id", str(uuid.uuid4()))
+    message.setdefault("attachments", {})
+    message.setdefault("metadata", {})
+    inherited = parent or {}
+    message["headers"] = {**(inherited.get("headers") or {}), **(message.get("headers") or {})}
+    message.setdefault("passthrough", inherited.get("passthrough") or {})
+    return message

@@ -1,0 +1,259 @@
+"""`flowrun up`: observe, plan, apply, then watch the steps warm up (and stay attached).
+
+One queue of events, one loop reading it. Signal handlers only put an
+Interrupted event on the queue; the loop decides what to do.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from flowrun import labels
+from flowrun.engine import Engine
+from flowrun.errors import FlowFailed
+from flowrun.events import (
+    ApplyDone,
+    ComponentsChanged,
+    Event,
+    Interrupted,
+    Notice,
+    Phase,
+    StepLog,
+    StepPhase,
+)
+from flowrun.plan import Plan
+from flowrun.reconcile import Action, ActionType, changes, plan_text, reconcile
+from flowrun.runtime import DEFAULT_GRACE, Executor
+
+LAST_LINES = 10
+
+
+@dataclass
+class StepState:
+    step: str
+    kind: str
+    phase: Phase = Phase.PENDING
+    detail: str = ""
+    since: float = 0.0
+    live_at: float | None = None
+    crashes: int = 0
+    last_lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlowState:
+    flow: str
+    started: float
+    steps: dict[str, StepState]
+
+    def elapsed(self, now: float) -> float:
+        return now - self.started
+
+    def pending(self) -> list[str]:
+        return [s.step for s in self.steps.values() if s.phase is not Phase.LIVE]
+
+
+class Renderer(Protocol):
+    def begin(self, state: FlowState) -> None: ...
+    def event(self, event: Event, state: FlowState, now: float) -> None: ...
+    def close(self, state: FlowState) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    detach: bool = False
+    timeout: float = 300.0
+    recreate: bool = False
+    dry_run: bool = False
+    watch: bool = False
+    grace: float = DEFAULT_GRACE
+
+
+class Supervisor:
+    def __init__(self, engine: Engine, renderer: Renderer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.renderer = renderer
+        self.clock = clock
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.executor = Executor(engine, self.events)
+        self.interrupts = 0
+
+    def plan(self, plan: Plan, recreate: bool = False) -> list[Action]:
+        observed = self.engine.observe({labels.FLOW: plan.flow, labels.ROLE: labels.ROLE_STEP})
+        return reconcile(plan, observed, recreate)
+
+    def up(self, plan: Plan, options: UpOptions,
+           replan: Callable[[], Plan] | None = None) -> tuple[int, str]:
+        """Returns (exit code, summary). Raises FlowFailed when warm-up fails."""
+        actions = self.plan(plan, options.recreate)
+        if options.dry_run:
+            return 0, plan_text(actions)
+        state = FlowState(plan.flow, self.clock(), {
+            s.id: StepState(s.id, s.kind.value, since=self.clock()) for s in plan.steps
+        })
+        self.renderer.begin(state)
+        for action in changes(actions):
+            self.events.put(Notice(f"{action.type.value} {action.step}: {action.cause.value}"
+                                   + (f" ({action.detail})" if action.detail else "")))
+        self._install_signals()
+        self.executor.apply_async(plan, actions, options.grace)
+        applying = True
+        warmed = False
+        watcher: threading.Thread | None = None
+        deadline = state.started + options.timeout
+        try:
+            while True:
+                try:
+                    event = self.events.get(timeout=0.25)
+                except queue.Empty:
+                    event = None
+                now = self.clock()
+                if event is not None:
+                    self._update(state, event, now)
+                    self.renderer.event(event, state, now)
+                    if isinstance(event, ApplyDone):
+                        if event.error and applying:
+                            raise FlowFailed(event.error)
+                        if event.error:  # a redeploy: what runs keeps running
+                            self.events.put(Notice(
+                                f"redeploy failed, running steps left as they were: "
+                                f"{event.error}", "error"))
+                        applying = False
+                    if isinstance(event, Interrupted):
+                        if event.count > 1 or not warmed or not options.detach:
+                            return self._stop(plan, state, options, force=event.count > 1)
+                    if isinstance(event, ComponentsChanged) and replan is not None:
+                        self._redeploy(replan, options)
+                if not warmed and not applying and not state.pending():
+                    warmed = True
+                    elapsed = state.elapsed(now)
+                    summary = f"{len(state.steps)} real steps live in {elapsed:.1f} s"
+                    self.renderer.event(Notice(summary), state, now)
+                    if options.detach:
+                        return 0, summary
+                    if options.watch and replan is not None:
+                        watcher = self._start_watcher(plan)
+                    hint = "Ctrl-C stops the flow" + (
+                        "; watching components for changes" if watcher else "")
+                    self.renderer.event(Notice(hint), state, now)
+                if not warmed and now > deadline:
+                    raise FlowFailed(self._timeout_message(state, options.timeout))
+        finally:
+            self.executor.stop_following.set()
+            self.renderer.close(state)
+
+    # ------------------------------------------------------------ state
+
+    def _update(self, state: FlowState, event: Event, now: float) -> None:
+        if isinstance(event, StepPhase):
+            step = state.steps.get(event.step)
+            if step is None:
+                return
+            if event.phase is Phase.CRASHED:
+                step.crashes += 1
+            if event.phase is Phase.LIVE and step.live_at is None:
+                step.live_at = now
+            if event.phase is not Phase.LIVE:
+                step.live_at = None
+            step.phase, step.detail, step.since = event.phase, event.detail, now
+        elif isinstance(event, StepLog):
+            step = state.steps.get(event.step)
+            if step is not None:
+                step.last_lines = [*step.last_lines[-(LAST_LINES - 1):], event.line]
+
+    def _timeout_message(self, state: FlowState, timeout: float) -> str:
+        parts = []
+        for step_id in state.pending():
+            step = state.steps[step_id]
+            lines = self._last_lines(state, step_id)
+            shown = "\n".join(f"    {line}" for line in lines) or "    (no output)"
+            detail = f", {step.detail}" if step.detail else ""
+            parts.append(f"  {step_id}: {step.phase.value}{detail}; last lines:\n{shown}")
+        return (f"not live after {timeout:.0f} s: {', '.join(state.pending())}\n"
+                + "\n".join(parts)
+                + f"\n  the containers are left for inspection: flowrun logs {state.flow} STEP; "
+                  f"flowrun down {state.flow}")
+
+    def _last_lines(self, state: FlowState, step_id: str) -> list[str]:
+        lines = state.steps[step_id].last_lines
+        if lines:
+            return lines
+        return list(self.engine.logs(labels.container_name(state.flow, step_id),
+                                     tail=LAST_LINES))
+
+    # ------------------------------------------------------------ stopping
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def record(signum: int, frame: FrameType | None) -> None:
+            self.interrupts += 1
+            self.events.put(Interrupted(self.interrupts))
+
+        signal.signal(signal.SIGINT, record)
+        signal.signal(signal.SIGTERM, record)
+
+    def _stop(self, plan: Plan, state: FlowState, options: UpOptions,
+              force: bool) -> tuple[int, str]:
+        grace = 0.0 if force else options.grace
+        self.renderer.event(Notice(
+            "stopping the flow" + (" now (forced)" if force else
+                                   f" (grace {grace:.0f} s; Ctrl-C again to force)")),
+            state, self.clock())
+        done = threading.Event()
+        thread = threading.Thread(
+            target=lambda: (self.executor.down(plan.flow, grace), done.set()), daemon=True)
+        thread.start()
+        while not done.is_set():
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(event, Interrupted) and not force:
+                return self._stop(plan, state, options, force=True)
+            if isinstance(event, StepPhase):
+                self._update(state, event, self.clock())
+                self.renderer.event(event, state, self.clock())
+        return 130, "stopped"
+
+    # ------------------------------------------------------------ watching
+
+    def _start_watcher(self, plan: Plan) -> threading.Thread:
+        from flowrun.watch import watch_components
+
+        paths = [c.path for c in plan.components if not _is_builtin(c.path)]
+        stop = self.executor.stop_following
+        thread = threading.Thread(
+            target=watch_components, args=(paths, self.events.put, stop), daemon=True,
+            name="watch")
+        thread.start()
+        return thread
+
+    def _redeploy(self, replan: Callable[[], Plan], options: UpOptions) -> None:
+        try:
+            plan = replan()
+        except Exception as e:  # a broken flow file mid-edit: say so, keep running
+            self.events.put(Notice(f"not redeploying: {e}", "error"))
+            return
+        actions = [a for a in self.plan(plan) if a.type is not ActionType.REMOVE]
+        todo = changes(actions)
+        if not todo:
+            self.events.put(Notice("change seen; no step's revision changed"))
+            return
+        for action in todo:
+            self.events.put(Notice(f"redeploy {action.step}: {action.cause.value}"))
+        self.executor.apply_async(plan, todo, options.grace)
+
+
+def _is_builtin(path: Path) -> bool:
+    return "builtin" in path.parts and "flowrun" in path.parts
