@@ -213,7 +213,7 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],
             # Loopback only: the host reaches it, nothing else does.
-            ports={"5672/tcp": ("127.0.0.1", 0), "15672/tcp": ("127.0.0.1", 0)},
+            ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
             hardened=False,
         ))
         started = True

@@ -29,7 +29,7 @@ class ContainerSpec:
     user: str | None = None
     command: list[str] | None = None
     hostname: str | None = None
-    ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    ports: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
     restart: bool = True
     hardened: bool = True
 
@@ -150,7 +150,7 @@ class Engine:
         host_config = self.api.create_host_config(
             mem_limit=spec.memory,
             restart_policy={"Name": "unless-stopped"} if spec.restart else None,
-            port_bindings={p: [b] for p, b in spec.ports.items()} or None,
+            port_bindings={p: b for p, b in spec.ports.items()} or None,
             log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
             security_opt=["no-new-privileges"] if spec.hardened else None,
             cap_drop=["ALL"] if spec.hardened else None,
@@ -164,7 +164,7 @@ class Engine:
             image=spec.image, name=spec.name, environment=dict(spec.env),
             labels=dict(spec.labels), host_config=host_config, networking_config=networking,
             user=spec.user, command=spec.command, hostname=spec.hostname,
-            ports=list(spec.ports) or None,
+            ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in spec.ports] or None,
         )
         self.api.start(created["Id"])
         return str(created["Id"])
