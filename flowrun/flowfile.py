@@ -6,6 +6,7 @@ every mistake becomes a FlowFileError whose message names the file and line.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,8 +85,12 @@ def _compose(text: str, path: Path) -> yaml.Node | None:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
         problem = e.problem or e.context or "invalid YAML"
+        opened = ""
+        if e.context and e.context_mark and mark and e.context_mark.line != mark.line:
+            opened = f" ({e.context} at line {e.context_mark.line + 1})"
         raise FlowFileError(
-            f"{path}{line}: YAML syntax error: {problem}; fix the indentation or quoting there"
+            f"{path}{line}: YAML syntax error: {problem}{opened}; "
+            "fix the indentation, brackets or quoting"
         ) from None
     except yaml.YAMLError as e:
         raise FlowFileError(f"{path}: YAML syntax error: {e}") from None
@@ -179,8 +184,11 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing key '{last}' in {_dotted(loc[:-1]) or 'the flow'}; add it"
     if kind == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(loc, model))
-        return f"unknown key '{last}'; remove it (allowed here: {allowed})"
+        allowed = _allowed_keys(loc, model)
+        close = difflib.get_close_matches(last, allowed, n=1)
+        if close:
+            return f"unknown key '{last}'; did you mean '{close[0]}'?"
+        return f"unknown key '{last}'; remove it (allowed here: {', '.join(allowed)})"
     if kind == "string_pattern_mismatch":
         value = err.get("input")
         hint = _FIELD_HINTS.get(last, "see the flow file format in the README")
@@ -256,7 +264,9 @@ def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
     try:
         spec = FlowSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # An unknown key is usually a typo of a missing one: report the typo.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        err = errors[0]
         loc = _clean_loc(tuple(err["loc"]))
         cleaned = {**err, "loc": loc}
         raise FlowFileError(f"{_where(path, lines, loc)}: {_describe(cleaned, FlowSpec)}") from None

@@ -74,6 +74,9 @@ class Runner:
             return [r for r in result if r is not None]
         return [result]
 
+    def close(self) -> None:
+        self.loop.close()
+
     def call_hook(self, fn: Callable[..., Any], *args: Any) -> Any:
         result = call_flexibly(fn, *args)
         if inspect.isawaitable(result):

@@ -306,6 +306,7 @@ class Sailor:
                 self.connection.close()
         except pika.exceptions.AMQPError:
             pass
+        self.runner.close()
         self.write_state(force=True)
         log("flowrun-sailor: stopped")
 

@@ -1,0 +1,119 @@
+"""Shared fixtures. Tests marked `engine` need a real Docker engine, the base images
+and the broker; with CI set they fail, never skip, when any of that is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+COMPONENTS = ROOT / "sample_flows" / "components"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/engine/" in str(item.fspath):
+            item.add_marker(pytest.mark.engine)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: engine tests must run; see scripts/ensure-engine)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    from flowrun.engine import Engine
+    from flowrun.errors import EngineUnavailable
+    from flowrun.images import base_image
+
+    try:
+        eng = Engine()
+    except EngineUnavailable as e:
+        _unavailable(str(e))
+    from flowrun.broker import broker_image
+
+    for image in (base_image(), broker_image()):
+        if not eng.image_exists(image):
+            _unavailable(f"image {image} is missing; run `make images`")
+    return eng
+
+
+def flowrun(*args: str, timeout: float = 180, check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
+                            text=True, timeout=timeout, cwd=ROOT, input=stdin,
+                            env={**os.environ, "CI": "true"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"flowrun {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class RunningFlow:
+    name: str
+    path: Path
+
+    def status(self) -> dict[str, Any]:
+        data = json.loads(flowrun("status", self.name, "--json").stdout)
+        return dict(data["flows"][0])
+
+    def steps(self) -> dict[str, dict[str, Any]]:
+        return {s["step"]: s for s in self.status()["steps"]}
+
+
+def write_flow(directory: Path, name: str, steps_yaml: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\nsteps:\n{steps_yaml}")
+    return path
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def flow_factory(engine: Any, tmp_path: Path) -> Iterator[Any]:
+    started: list[str] = []
+
+    def up(name: str, steps_yaml: str, *extra: str) -> RunningFlow:
+        path = write_flow(tmp_path, name, steps_yaml)
+        started.append(name)
+        flowrun("up", "-d", "--timeout", "120", *extra, str(path))
+        return RunningFlow(name, path)
+
+    yield up
+    for name in started:
+        flowrun("down", "--purge", "--grace", "2", name, check=False)
+
+
+ORDERS_STEPS = f"""  - id: fetch
+    component: {COMPONENTS}/shop
+    function: newOrders
+    config: {{apiKey: test-secret-key, limit: 0}}
+  - id: enrich
+    component: {COMPONENTS}/crm
+    function: upsertContact
+    map:
+      email: customer.email
+      name: customer.first & ' ' & customer.last
+      orderId: id
+      total: $sum(items.price)
+  - id: notify
+    component: {COMPONENTS}/chat
+    function: post
+    map:
+      text: "'Order ' & orderId & ' from ' & name & ' <' & email & '>: ' & $string(total)"
+      contact: contactId
+"""

@@ -1,0 +1,48 @@
+"""The corpus of malformed flow files: each gives one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CORPUS = sorted((Path(__file__).parent.parent / "bad_flows").glob("*.yaml"))
+
+
+def expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: ...'"
+    return first.removeprefix("# expect: ")
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CORPUS) >= 25
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_bad_flow_file(path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    result = subprocess.run([sys.executable, "-m", "flowrun", "validate", str(path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert expected(path) in lines[0]
+    assert str(path.name) in lines[0] or "component.json" in lines[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["up", "--watch", "-d", "sample_flows/orders.yaml"],
+    ["logs", "a", "b", "c"],
+    ["plan"],
+    ["up", "--timeout", "0", "sample_flows/orders.yaml"],
+])
+def test_bad_command_lines_exit_2(args: list[str]) -> None:
+    root = Path(__file__).parent.parent.parent
+    result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
+                            text=True, cwd=root, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
