@@ -38,16 +38,19 @@ DELIVERY_LIMIT = 5
 REBOUND_DELAY_MS = 1000
 
 # The same start command works for the Debian-built image and the official one:
-# write the config from the environment, then exec the server as PID 1.
+# write the config from the environment, then exec the server itself as PID 1, as
+# the rabbitmq user. (Debian's /usr/sbin/rabbitmq-server wraps it in `su`, which
+# does not pass SIGTERM on: the broker would be SIGKILLed instead of stopping.)
 _START = (
-    'mkdir -p /etc/rabbitmq && printf "%s\\n" '
+    'printf "%s\\n" '
     '"default_user = $FLOWRUN_BROKER_ADMIN_USER" '
     '"default_pass = $FLOWRUN_BROKER_ADMIN_PASS" '
     '"default_user_tags.administrator = true" '
     '"loopback_users = none" '
     '"management.tcp.port = 15672" > /etc/rabbitmq/rabbitmq.conf '
-    '&& echo "[rabbitmq_management]." > /etc/rabbitmq/enabled_plugins '
-    "&& exec rabbitmq-server"
+    '&& { echo "[rabbitmq_management]." > /etc/rabbitmq/enabled_plugins 2>/dev/null || true; } '
+    "&& if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; "
+    "then exec /usr/lib/rabbitmq/bin/rabbitmq-server; else exec rabbitmq-server; fi"
 )
 
 
@@ -208,10 +211,11 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
             )
         engine.run(ContainerSpec(
             name=BROKER_NAME, image=image, hostname=BROKER_NAME,
-            env={"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER,
+            env={"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
                  ADMIN_PASS_ENV: secrets.token_hex(16)},
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],
+            user="rabbitmq",
             # Loopback only: the host reaches it, nothing else does.
             ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
             hardened=False,

@@ -213,8 +213,11 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
                   + "\n")
     notes = []
     for s in status.steps:
-        if s.last_exit and s.restarts:
-            notes.append(f"{s.step}: restarted {s.restarts}x, last {s.last_exit}")
+        if s.restarts:
+            last = f", last {s.last_exit}" if s.last_exit else ""
+            notes.append(f"{s.step}: restarted {s.restarts}x{last}")
+        elif s.last_exit:
+            notes.append(f"{s.step}: {s.state}, {s.last_exit}")
         if s.stale:
             notes.append(f"{s.step}: STALE: {s.stale}")
         if s.leak:

@@ -105,7 +105,8 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
         step = o.labels.get(labels.STEP, o.name)
         queue = queues.get(f"{flow}:{step}:messages", {})
         last_exit = None
-        if o.restart_count or not o.running:
+        # Docker keeps the exit code of the last run only until the next start ends it.
+        if not o.running or o.exit_code or o.oom_killed:
             last_exit = f"exit code {o.exit_code}" + (" (out of memory)" if o.oom_killed else "")
         steps.append(StepStatus(
             step=step, kind=o.labels.get(labels.KIND, "?"),

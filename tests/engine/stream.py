@@ -1,0 +1,124 @@
+"""Streaming numbered messages through a running flow and counting what arrives.
+
+Used by the no-loss tests and the benchmarks. Both ends survive a broker
+restart: they look the broker up again (its host port may change) and resend
+the one message whose confirm was not seen, so loss shows up as a gap and
+at-least-once shows up as duplicates, both counted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from flowrun.broker import find_broker
+from flowrun.messaging import data_key, make_message
+
+ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+def _connect(engine: Any, flow: str, deadline: float) -> pika.BlockingConnection:
+    while True:
+        broker = find_broker(engine)
+        try:
+            if broker is not None:
+                return broker.connect(flow)
+        except ERRORS:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("broker unreachable")
+        time.sleep(0.3)
+
+
+@dataclass
+class Sink:
+    """A durable queue on a step's output, declared before the stream starts."""
+
+    engine: Any
+    flow: str
+    step: str
+    seen: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def queue(self) -> str:
+        return f"{self.flow}:test-sink-{self.step}"
+
+    def declare(self) -> None:
+        conn = _connect(self.engine, self.flow, time.monotonic() + 30)
+        ch = conn.channel()
+        ch.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_bind(self.queue, self.flow, routing_key=data_key(self.flow, self.step))
+        conn.close()
+
+    def drain_until(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            try:
+                conn = _connect(self.engine, self.flow, deadline)
+                ch = conn.channel()
+                for method, _p, body in ch.consume(self.queue, inactivity_timeout=0.5):
+                    if method is not None:
+                        seq = json.loads(body).get("headers", {}).get("seq")
+                        if seq is not None:  # not ours: the flow's own trigger made it
+                            self.seen[int(seq)] += 1
+                        ch.basic_ack(method.delivery_tag)
+                    if len(self.seen) >= count or time.monotonic() > deadline:
+                        break
+                conn.close()
+            except ERRORS:
+                time.sleep(0.3)
+
+    def missing(self, count: int) -> list[int]:
+        return [i for i in range(count) if i not in self.seen]
+
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.seen.values())
+
+
+class Stream(threading.Thread):
+    """Publishes seq 0..count-1 as the trigger, confirmed, resending across failures."""
+
+    def __init__(self, engine: Any, flow: str, as_step: str, body: Any, count: int,
+                 rate: float | None = None) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.flow, self.as_step = engine, flow, as_step
+        self.body, self.count, self.rate = body, count, rate
+        self.resent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # reported by the test, not lost in a thread
+            self.error = e
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        seq = 0
+        started = time.monotonic()
+        while seq < self.count:
+            conn = _connect(self.engine, self.flow, deadline)
+            ch = conn.channel()
+            ch.confirm_delivery()
+            try:
+                while seq < self.count:
+                    message = make_message(self.body, {"seq": seq, "sentAt": time.time()})
+                    ch.basic_publish(self.flow, data_key(self.flow, self.as_step),
+                                     json.dumps(message).encode(),
+                                     pika.BasicProperties(delivery_mode=2))
+                    seq += 1
+                    if self.rate:
+                        ahead = seq / self.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                conn.close()
+            except ERRORS:
+                self.resent += 1  # the unconfirmed one goes again: maybe a duplicate
+                time.sleep(0.2)
