@@ -1,0 +1,109 @@
+"""Leaking triggers are caught; `up --watch` redeploys only what changed; Ctrl-C stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import COMPONENTS, ORDERS_STEPS, ROOT, flowrun, unique, write_flow
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_leaking_trigger_is_reported_and_a_correct_one_is_not(flow_factory: Any) -> None:
+    leaky = flow_factory(unique("leaky"), f"""  - id: t
+    component: {COMPONENTS}/listeners
+    function: leaky
+    interval: 0.1
+""")
+    steady = flow_factory(unique("steady"), f"""  - id: t
+    component: {COMPONENTS}/listeners
+    function: steady
+    interval: 0.1
+""")
+    leak = wait_for(lambda: leaky.steps()["t"]["leak"], 30, "the leak warning")
+    assert "threads grew" in leak
+    logs = flowrun("logs", leaky.name, "t").stdout
+    assert "WARNING trigger 'leaky' leaks listeners" in logs
+    assert "create the listener once" in logs
+    assert "LEAK" in flowrun("status", leaky.name).stdout
+    # The steady trigger has made at least as many calls by now, and no warning.
+    wait_for(lambda: (steady.steps()["t"]["processed"] or 0) > 20, 30, "steady calls")
+    assert steady.steps()["t"]["leak"] is None
+    assert "leaks listeners" not in flowrun("logs", steady.name, "t").stdout
+
+
+def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> None:
+    crm = tmp_path / "crm"
+    shutil.copytree(COMPONENTS / "crm", crm)
+    name = unique("watch")
+    path = write_flow(tmp_path, name, ORDERS_STEPS.replace(f"{COMPONENTS}/crm", str(crm)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowrun", "up", "--watch", "--progress", "json", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "CI": "true"})
+    events: list[dict[str, Any]] = []
+
+    def until(check: Any, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"up exited: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
+            event = json.loads(line)
+            events.append(event)
+            if check(event):
+                return event
+        raise AssertionError(f"timed out; events: {events[-20:]}")
+
+    try:
+        until(lambda e: e.get("event") == "notice" and "watching" in e.get("text", ""), 120)
+        before = {o.labels["io.flowrun.step"]: o.id
+                  for o in engine.observe({"io.flowrun.flow": name})}
+        source = crm / "upsert.py"
+        source.write_text(source.read_text().replace('"known": len(contacts)',
+                                                     '"known": len(contacts), "v": 2'))
+        until(lambda e: e.get("event") == "notice" and "redeploy enrich" in e.get("text", ""),
+              30)
+        until(lambda e: e.get("event") == "phase" and e["step"] == "enrich"
+              and e["phase"] == "live", 60)
+        after = {o.labels["io.flowrun.step"]: o.id
+                 for o in engine.observe({"io.flowrun.flow": name})}
+        changed = sorted(step for step in before if before[step] != after.get(step))
+        assert changed == ["enrich"]
+        redeploys = [e for e in events if e.get("event") == "notice"
+                     and e.get("text", "").startswith("redeploy ")]
+        assert len(redeploys) == 1, redeploys  # one save, one redeploy
+        out = flowrun("send", name, json.dumps({"id": "1", "customer": {
+            "first": "A", "last": "B", "email": "a@b"}, "items": []}),
+            "--expect", "enrich", "--timeout", "30").stdout
+        assert '"v": 2' in out  # the new code is live
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            flowrun("down", "--purge", "--grace", "0", name, check=False)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+    assert proc.returncode == 0
+    assert engine.observe({"io.flowrun.flow": name}) == []
