@@ -1,0 +1,414 @@
+"""flowrun's benchmarks: each figure beside a baseline measured in the same run.
+
+    python bench/run.py            # the full set (a few minutes)
+    python bench/run.py --quick    # every figure once, small sizes (under a minute or two)
+
+Prints a table and writes bench/results/latest.json. Images are cached and the
+broker is up unless a figure says otherwise. Times are medians of several runs
+with min and max; ratios compare flowrun with its baseline from the same run,
+since machines are noisy. No test asserts any of these numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pika
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flowrun.broker import BROKER_NAME, ensure_broker, find_broker  # noqa: E402
+from flowrun.engine import Engine  # noqa: E402
+from flowrun.messaging import data_key, make_message  # noqa: E402
+
+COMPONENTS = ROOT / "sample_flows" / "components"
+RESULTS = ROOT / "bench" / "results"
+
+
+def flowrun(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "CI": "true"})
+    if check and result.returncode != 0:
+        raise SystemExit(f"flowrun {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def chain_flow(directory: Path, name: str, real_steps: int, crm: Path | None = None) -> Path:
+    """A flow of `real_steps` real steps: a trigger, then actions (mappers between)."""
+    visible = (real_steps + 1) // 2
+    lines = [f"  - {{id: s0, component: {COMPONENTS}/shop, function: newOrders, "
+             "config: {limit: 0}}"]
+    for i in range(1, visible):
+        component = crm or COMPONENTS / "chat"
+        function = "upsertContact" if crm else "post"
+        lines.append(f"  - {{id: s{i}, component: {component}, function: {function}}}")
+    path = directory / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\nsteps:\n" + "\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- warm-up
+
+def timed_up(path: Path, *extra: str) -> float:
+    started = time.perf_counter()
+    flowrun("up", "-d", "--progress", "json", *extra, str(path))
+    return time.perf_counter() - started
+
+
+def baseline_docker_run(engine: Engine, images: list[str], tag: str) -> float:
+    """The same images, started in parallel with plain `docker run -d`, until running."""
+    names = [f"flowrun-bench-{tag}-{i}" for i in range(len(images))]
+
+    def run(args: tuple[str, str]) -> None:
+        name, image = args
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", image,
+                        "python3", "-c", "import time; time.sleep(600)"],
+                       check=True, capture_output=True)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(run, zip(names, images, strict=True)))
+    elapsed = time.perf_counter() - started
+    subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+    return elapsed
+
+
+def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int) -> dict[str, Any]:
+    name = f"bench-w{real_steps}"
+    path = chain_flow(tmp, name, real_steps)
+    timed_up(path)  # builds (cached after the first time) and declares the queues
+    flowrun("down", name, "--grace", "0")
+    images = [o.labels for o in []]
+    plan = json.loads(flowrun("plan", "--json", str(path)).stdout)
+    images = [s["image"] for s in plan["steps"]]
+    ours, base = [], []
+    for _ in range(runs):
+        ours.append(timed_up(path))
+        flowrun("down", name, "--grace", "0")
+        base.append(baseline_docker_run(engine, images, name))
+    flowrun("down", name, "--purge", "--grace", "0")
+    return {"flowrun": summary(ours), "baseline": summary(base),
+            "ratio": statistics.median(ours) / statistics.median(base)}
+
+
+def cold_warmup(engine: Engine, tmp: Path) -> dict[str, Any]:
+    name = "bench-cold"
+    path = chain_flow(tmp, name, 5)
+    timed_up(path)
+    flowrun("down", "--all", "--grace", "0")
+    ours = timed_up(path)
+    plan = json.loads(flowrun("plan", "--json", str(path)).stdout)
+    flowrun("down", "--all", "--grace", "0")
+    started = time.perf_counter()
+    ensure_broker(engine)
+    broker_alone = time.perf_counter() - started
+    warm = baseline_docker_run(engine, [s["image"] for s in plan["steps"]], "cold")
+    flowrun("down", name, "--purge", "--grace", "0", check=False)
+    return {"flowrun": ours, "broker_alone": broker_alone, "warm_baseline": warm,
+            "baseline": broker_alone + warm, "ratio": ours / (broker_alone + warm)}
+
+
+# ---------------------------------------------------------------- messages
+
+class Receiver:
+    """Consumes from a temporary queue on one step's output, recording latencies."""
+
+    def __init__(self, flow: str, step: str) -> None:
+        broker = find_broker(Engine())
+        assert broker is not None
+        self.connection = broker.connect(flow)
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, flow, routing_key=data_key(flow, step))
+        self.latencies: list[float] = []
+
+    def collect(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for method, _p, body in self.channel.consume(self.queue, auto_ack=True,
+                                                      inactivity_timeout=0.5):
+            if method is not None:
+                sent = json.loads(body)["headers"]["sentAt"]
+                self.latencies.append((time.time() - sent) * 1000)
+            if len(self.latencies) >= count or time.monotonic() > deadline:
+                break
+        self.connection.close()
+
+
+def send_at_rate(flow: str, as_step: str, count: int, rate: float | None) -> float:
+    broker = find_broker(Engine())
+    assert broker is not None
+    connection = broker.connect(flow)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    started = time.perf_counter()
+    for i in range(count):
+        message = make_message({"email": "a@b.c", "n": i}, {"seq": i, "sentAt": time.time()})
+        channel.basic_publish(flow, data_key(flow, as_step), json.dumps(message).encode(),
+                              pika.BasicProperties(delivery_mode=2))
+        if rate:
+            ahead = (i + 1) / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    connection.close()
+    return time.perf_counter() - started
+
+
+def through(flow: str, out_step: str, count: int, rate: float | None) -> tuple[list[float], float]:
+    receiver = Receiver(flow, out_step)
+    started = time.perf_counter()
+    sender = threading.Thread(target=send_at_rate, args=(flow, "s0", count, rate))
+    sender.start()
+    receiver.collect(count, timeout=120)
+    elapsed = time.perf_counter() - started
+    sender.join()
+    return receiver.latencies, elapsed
+
+
+def baseline_roundtrip(count: int, rate: float | None) -> tuple[list[float], float]:
+    """One producer and one consumer on the same broker, same library, same settings."""
+    broker = find_broker(Engine())
+    assert broker is not None
+    flow = "bench-baseline"
+    broker.ensure_flow(flow)
+    connection = broker.connect(flow)
+    channel = connection.channel()
+    channel.queue_declare("bench-baseline", durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_purge("bench-baseline")
+    connection.close()
+    latencies: list[float] = []
+
+    def produce() -> None:
+        conn = broker.connect(flow)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        started = time.perf_counter()
+        for i in range(count):
+            ch.basic_publish("", "bench-baseline",
+                             json.dumps({"sentAt": time.time(), "i": i}).encode(),
+                             pika.BasicProperties(delivery_mode=2))
+            if rate:
+                ahead = (i + 1) / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        conn.close()
+
+    conn = broker.connect(flow)
+    ch = conn.channel()
+    started = time.perf_counter()
+    producer = threading.Thread(target=produce)
+    producer.start()
+    for method, _p, body in ch.consume("bench-baseline", inactivity_timeout=0.5):
+        if method is not None:
+            latencies.append((time.time() - json.loads(body)["sentAt"]) * 1000)
+            ch.basic_ack(method.delivery_tag)
+        if len(latencies) >= count:
+            break
+    elapsed = time.perf_counter() - started
+    producer.join()
+    conn.close()
+    broker.purge_flow(flow)
+    return latencies, elapsed
+
+
+def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
+    n_latency = 100 if quick else 500
+    n_throughput = 1000 if quick else 5000
+    crm = tmp / "crm"
+    if not crm.exists():
+        shutil.copytree(COMPONENTS / "crm", crm)
+    hop_flow = chain_flow(tmp, "bench-hop", 3, crm)   # s0 -> mapper -> s1
+    e2e_flow = chain_flow(tmp, "bench-e2e", 5, crm)   # s0 -> m -> s1 -> m -> s2
+    flowrun("up", "-d", str(hop_flow))
+    flowrun("up", "-d", str(e2e_flow))
+    base_lat, _ = baseline_roundtrip(n_latency, 100)
+    # A hop: into the mapper's queue, through the mapper, out on its routing key.
+    hop_lat, _ = through("bench-hop", "mapper-s0-s1", n_latency, 100)
+    e2e_lat, _ = through("bench-e2e", "s2", n_latency, 100)
+    _, base_elapsed = baseline_roundtrip(n_throughput, None)
+    got, elapsed = through("bench-e2e", "s2", n_throughput, None)
+    flowrun("down", "bench-hop", "--purge", "--grace", "0")
+    flowrun("down", "bench-e2e", "--purge", "--grace", "0")
+    base_p50, base_p99 = percentile(base_lat, 50), percentile(base_lat, 99)
+    return {
+        "baseline_roundtrip_ms": {"p50": base_p50, "p99": base_p99},
+        "hop_ms": {"p50": percentile(hop_lat, 50), "p99": percentile(hop_lat, 99),
+                   "ratio_p50": percentile(hop_lat, 50) / base_p50},
+        "end_to_end_5_ms": {"p50": percentile(e2e_lat, 50), "p99": percentile(e2e_lat, 99),
+                            "baseline_p50": 5 * base_p50, "baseline_p99": 5 * base_p99,
+                            "ratio_p50": percentile(e2e_lat, 50) / (5 * base_p50)},
+        "throughput_5": {"flowrun_msg_s": len(got) / elapsed,
+                         "baseline_msg_s": n_throughput / base_elapsed,
+                         "delivered": len(got), "sent": n_throughput,
+                         "ratio": (len(got) / elapsed) / (n_throughput / base_elapsed)},
+    }
+
+
+# ---------------------------------------------------------------- redeploy, footprint
+
+def redeploy(engine: Engine, tmp: Path, runs: int) -> dict[str, Any]:
+    from flowrun.component import load_component
+    from flowrun.images import base_image, build_image, dockerfile_path
+    from flowrun.revision import compute_revision
+
+    crm = tmp / "crm-watch"
+    if crm.exists():
+        shutil.rmtree(crm)
+    shutil.copytree(COMPONENTS / "crm", crm)
+    path = chain_flow(tmp, "bench-redeploy", 3, crm)
+    proc = subprocess.Popen([sys.executable, "-m", "flowrun", "up", "--watch", "--progress",
+                             "json", str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "CI": "true"})
+    assert proc.stdout is not None
+
+    def wait(check: Any) -> None:
+        while True:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise SystemExit("up --watch ended early")
+            if check(json.loads(line)):
+                return
+
+    wait(lambda e: "watching" in e.get("text", ""))
+    rss_supervisor = _rss_kb(proc.pid) / 1024
+    ours, base = [], []
+    source = crm / "upsert.py"
+    for i in range(runs):
+        source.write_text(source.read_text() + f"\nREDEPLOY = {i}\n")
+        started = time.perf_counter()
+        wait(lambda e: e.get("event") == "phase" and e.get("step") == "s1"
+             and e.get("phase") == "live")
+        ours.append(time.perf_counter() - started)
+        # Baseline: the image build alone for an equivalent change, from the same cache.
+        source.write_text(source.read_text() + f"\nBASELINE = {i}\n")
+        component = load_component(crm, "bench")
+        revision = compute_revision(crm, dockerfile_path(), base_image())
+        started = time.perf_counter()
+        build_image(engine, component, revision, f"flowrun-bench-build:{revision}",
+                    lambda line: None)
+        base.append(time.perf_counter() - started)
+        engine.remove_image(f"flowrun-bench-build:{revision}")
+    idle = engine.api.stats("flowrun-bench-redeploy-mapper-s0-s1", stream=False)
+    rss_step = idle["memory_stats"].get("usage", 0) / 1024 / 1024
+    proc.terminate()
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    flowrun("down", "bench-redeploy", "--purge", "--grace", "0", check=False)
+    return {"redeploy": {"flowrun": summary(ours), "baseline": summary(base),
+                         "ratio": statistics.median(ours) / statistics.median(base)},
+            "footprint_mb": {"supervisor": rss_supervisor, "idle_step": rss_step}}
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    args = parser.parse_args()
+    engine = Engine()
+    ensure_broker(engine)
+    runs = 1 if args.quick else 5
+    sizes = [5, 21] if args.quick else [5, 21, 41]
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "kernel": platform.release(),
+                    "docker": engine.client.version().get("Version")},
+        "quick": args.quick,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    with tempfile.TemporaryDirectory(prefix="flowrun-bench-") as tmp:
+        t = Path(tmp)
+        for n in sizes:
+            print(f"warm-up, {n} real steps...", file=sys.stderr)
+            results[f"warmup_{n}"] = warmup(engine, t, n, runs)
+        print("messages...", file=sys.stderr)
+        results.update(messaging(t, args.quick))
+        print("redeploy and footprint...", file=sys.stderr)
+        results.update(redeploy(engine, t, 1 if args.quick else 3))
+        print("cold warm-up...", file=sys.stderr)
+        results["cold_warmup_5"] = cold_warmup(engine, t)
+    if len(sizes) > 1:
+        first, last = sizes[0], sizes[-1]
+        per_step = ((results[f"warmup_{last}"]["flowrun"]["median"]
+                     - results[f"warmup_{first}"]["flowrun"]["median"]) / (last - first))
+        results["warmup_per_extra_step_s"] = per_step
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("quick.json" if args.quick else "latest.json")).write_text(
+        json.dumps(results, indent=2))
+    print(table(results, sizes))
+    if BROKER_NAME:
+        pass
+
+
+def table(r: dict[str, Any], sizes: list[int]) -> str:
+    rows = [("figure", "flowrun", "baseline", "ratio", "target")]
+
+    def span(s: dict[str, float]) -> str:
+        return f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})"
+
+    for n in sizes:
+        w = r[f"warmup_{n}"]
+        rows.append((f"warm-up, {n} real steps", span(w["flowrun"]), span(w["baseline"]),
+                     f"{w['ratio']:.2f}x", "<= 1.3x"))
+    if "warmup_per_extra_step_s" in r:
+        rows.append(("warm-up per extra real step", f"{r['warmup_per_extra_step_s']:.3f} s",
+                     "-", "-", "<= 0.15 s"))
+    c = r["cold_warmup_5"]
+    rows.append(("cold warm-up, 5 real steps", f"{c['flowrun']:.2f} s",
+                 f"{c['baseline']:.2f} s (broker {c['broker_alone']:.2f})",
+                 f"{c['ratio']:.2f}x", "report"))
+    b, h, e = r["baseline_roundtrip_ms"], r["hop_ms"], r["end_to_end_5_ms"]
+    rows.append(("hop latency p50 / p99", f"{h['p50']:.2f} / {h['p99']:.2f} ms",
+                 f"{b['p50']:.2f} / {b['p99']:.2f} ms", f"{h['ratio_p50']:.2f}x",
+                 "p50 <= 2 ms, p99 <= 10 ms"))
+    rows.append(("end-to-end, 5 real steps, p50 / p99", f"{e['p50']:.2f} / {e['p99']:.2f} ms",
+                 f"{e['baseline_p50']:.2f} / {e['baseline_p99']:.2f} ms",
+                 f"{e['ratio_p50']:.2f}x", "p99 <= 50 ms"))
+    t = r["throughput_5"]
+    rows.append(("throughput, 5 real steps", f"{t['flowrun_msg_s']:.0f} msg/s",
+                 f"{t['baseline_msg_s']:.0f} msg/s", f"{t['ratio']:.2f}x", ">= 1,000 msg/s"))
+    d = r["redeploy"]
+    rows.append(("redeploy on save", span(d["flowrun"]), span(d["baseline"]) + " (build)",
+                 f"{d['ratio']:.2f}x", "<= 3 s"))
+    f = r["footprint_mb"]
+    rows.append(("footprint: supervisor / idle step", f"{f['supervisor']:.0f} / "
+                 f"{f['idle_step']:.0f} MB", "-", "-", "<= 80 / 50 MB"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
