@@ -31,9 +31,10 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowrun.broker import BROKER_NAME, ensure_broker, find_broker  # noqa: E402
+from flowrun.broker import ensure_broker, find_broker  # noqa: E402
 from flowrun.engine import Engine  # noqa: E402
-from flowrun.messaging import data_key, make_message  # noqa: E402
+from flowrun.messaging import Sender, data_key, make_message  # noqa: E402
+from flowrun.sailor.runtime import Confirms  # noqa: E402
 
 COMPONENTS = ROOT / "sample_flows" / "components"
 RESULTS = ROOT / "bench" / "results"
@@ -102,7 +103,6 @@ def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int) -> dict[str, A
     path = chain_flow(tmp, name, real_steps)
     timed_up(path)  # builds (cached after the first time) and declares the queues
     flowrun("down", name, "--grace", "0")
-    images = [o.labels for o in []]
     plan = json.loads(flowrun("plan", "--json", str(path)).stdout)
     images = [s["image"] for s in plan["steps"]]
     ours, base = [], []
@@ -159,21 +159,20 @@ class Receiver:
 
 
 def send_at_rate(flow: str, as_step: str, count: int, rate: float | None) -> float:
+    """flowrun's own sender (`flowrun send`): confirmed, one message at a time when paced."""
     broker = find_broker(Engine())
     assert broker is not None
-    connection = broker.connect(flow)
-    channel = connection.channel()
-    channel.confirm_delivery()
+    sender = Sender(broker, flow)
     started = time.perf_counter()
     for i in range(count):
-        message = make_message({"email": "a@b.c", "n": i}, {"seq": i, "sentAt": time.time()})
-        channel.basic_publish(flow, data_key(flow, as_step), json.dumps(message).encode(),
-                              pika.BasicProperties(delivery_mode=2))
+        sender.send(as_step, make_message({"email": "a@b.c", "n": i},
+                                          {"seq": i, "sentAt": time.time()}))
         if rate:
+            sender.flush()
             ahead = (i + 1) / rate - (time.perf_counter() - started)
             if ahead > 0:
                 time.sleep(ahead)
-    connection.close()
+    sender.close()
     return time.perf_counter() - started
 
 
@@ -202,18 +201,21 @@ def baseline_roundtrip(count: int, rate: float | None) -> tuple[list[float], flo
     latencies: list[float] = []
 
     def produce() -> None:
+        # Same client, same settings as flowrun's sender: persistent, confirmed in batches.
         conn = broker.connect(flow)
-        ch = conn.channel()
-        ch.confirm_delivery()
+        confirms = Confirms(conn, conn.channel())
         started = time.perf_counter()
         for i in range(count):
-            ch.basic_publish("", "bench-baseline",
+            confirms.publish("", "bench-baseline",
                              json.dumps({"sentAt": time.time(), "i": i}).encode(),
                              pika.BasicProperties(delivery_mode=2))
+            if rate or len(confirms.outstanding) >= Sender.BATCH:
+                confirms.wait()
             if rate:
                 ahead = (i + 1) / rate - (time.perf_counter() - started)
                 if ahead > 0:
                     time.sleep(ahead)
+        confirms.wait()
         conn.close()
 
     conn = broker.connect(flow)
@@ -366,8 +368,6 @@ def main() -> None:
     (RESULTS / ("quick.json" if args.quick else "latest.json")).write_text(
         json.dumps(results, indent=2))
     print(table(results, sizes))
-    if BROKER_NAME:
-        pass
 
 
 def table(r: dict[str, Any], sizes: list[int]) -> str:

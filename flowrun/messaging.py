@@ -17,6 +17,7 @@ from typing import Any
 import pika
 
 from flowrun.broker import Broker
+from flowrun.sailor.runtime import Confirms
 
 
 def data_key(flow: str, step: str) -> str:
@@ -70,23 +71,28 @@ def tap(broker: Broker, flow: str, step: str) -> Iterator[Tap]:
 
 
 class Sender:
-    """Publishes persistent messages with publisher confirms, in batches."""
+    """Publishes persistent messages with publisher confirms, waited for in batches."""
+
+    BATCH = 200
 
     def __init__(self, broker: Broker, flow: str) -> None:
         self.flow = flow
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
-        self.channel.confirm_delivery()
+        self.confirms = Confirms(self.connection, self.channel)
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
-        self.channel.basic_publish(
-            exchange=self.flow, routing_key=data_key(self.flow, as_step),
-            body=json.dumps(message).encode(),
-            properties=pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                            message_id=message["id"]),
-            mandatory=True,  # unroutable (no queue bound) is an error, not a silent drop
-        )
+        self.confirms.publish(
+            self.flow, data_key(self.flow, as_step), json.dumps(message).encode(),
+            pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                 message_id=message["id"]))
+        if len(self.confirms.outstanding) >= self.BATCH:
+            self.confirms.wait()
+
+    def flush(self) -> None:
+        self.confirms.wait()
 
     def close(self) -> None:
         if self.connection.is_open:
+            self.confirms.wait()
             self.connection.close()

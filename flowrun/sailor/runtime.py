@@ -38,6 +38,52 @@ def log(text: str) -> None:
     sys.stdout.flush()
 
 
+class Confirms:
+    """Publisher confirms without a round trip per message.
+
+    pika's BlockingChannel waits for each confirm in turn (about 1,800 msg/s at
+    best). Publishing on the channel's underlying async channel and waiting for
+    the whole batch at once keeps the guarantee (nothing is acked upstream
+    before its outputs are confirmed) and pays one round trip per batch.
+    """
+
+    def __init__(self, connection: Any, channel: Any) -> None:
+        self.connection = connection
+        self.impl = channel._impl  # pika's async Channel behind the blocking facade
+        self.published = 0
+        self.outstanding: set[int] = set()
+        self.nacked = False
+        ready: list[bool] = []
+        self.impl.confirm_delivery(self._on_confirm, callback=lambda _frame: ready.append(True))
+        while not ready:
+            connection.process_data_events(time_limit=0.1)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            self.nacked = True
+        if method.multiple:
+            self.outstanding = {t for t in self.outstanding if t > method.delivery_tag}
+        else:
+            self.outstanding.discard(method.delivery_tag)
+        if not self.outstanding:
+            # A confirm alone does not end BlockingConnection.process_data_events early
+            # (it returns on consumer deliveries and ready callbacks, not on frames for the
+            # async channel); a no-op ready callback makes wait() return at once.
+            self.connection.add_callback_threadsafe(_noop)
+
+    def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
+        self.impl.basic_publish(exchange, key, body, properties)
+        self.published += 1  # the broker numbers a channel's publishes 1, 2, 3...
+        self.outstanding.add(self.published)
+
+    def wait(self) -> None:
+        while self.outstanding:
+            self.connection.process_data_events(time_limit=1)
+        if self.nacked:
+            raise pika.exceptions.NackError([])
+
+
 class Context:
     """`ctx` as a function sees it. emit() works from any thread."""
 
@@ -93,6 +139,8 @@ class Sailor:
         self._current: dict[str, Any] | None = None
         self.connection: pika.BlockingConnection | None = None
         self.channel: Any = None
+        self.confirms: Confirms | None = None
+        self._deliveries: list[tuple[Any, bytes]] = []
 
     # ------------------------------------------------------------ emitting
 
@@ -145,23 +193,27 @@ class Sailor:
         self._publish(f"{self.input_queue}:rebound", message, exchange="")
 
     def _publish(self, key: str, message: dict[str, Any], exchange: str | None = None) -> None:
-        self.channel.basic_publish(
-            exchange=self.exchange if exchange is None else exchange,
-            routing_key=key,
-            body=json.dumps(message, default=str).encode(),
-            properties=pika.BasicProperties(
+        assert self.confirms is not None
+        self.confirms.publish(
+            self.exchange if exchange is None else exchange, key,
+            json.dumps(message, default=str).encode(),
+            pika.BasicProperties(
                 delivery_mode=2, content_type="application/json",
                 message_id=message.get("id"), headers={"stepId": self.step_id},
             ),
         )
 
     def _flush_foreign(self) -> None:
+        published = False
         while True:
             try:
                 event, payload, parent = self._foreign.get_nowait()
             except queue.Empty:
-                return
+                break
             self.publish_event(event, payload, parent)
+            published = True
+        if published and self.confirms is not None:
+            self.confirms.wait()
 
     # ------------------------------------------------------------ calling
 
@@ -212,7 +264,8 @@ class Sailor:
             try:
                 self.connection = pika.BlockingConnection(params)
                 self.channel = self.connection.channel()
-                self.channel.confirm_delivery()
+                self.confirms = Confirms(self.connection, self.channel)
+                self._deliveries = []
                 return
             except pika.exceptions.AMQPError as e:
                 log(f"waiting for the broker ({type(e).__name__})")
@@ -247,27 +300,40 @@ class Sailor:
 
     def run_consumer(self) -> None:
         assert self.input_queue
-        self.channel.basic_qos(prefetch_count=PREFETCH)
-        self.channel.basic_consume(self.input_queue, self.on_message)
+        # One message at a time until one has gone through: if the message at the head
+        # of the queue is what crashed us, only its delivery count grows, not that of a
+        # whole prefetch of innocent messages, so only it reaches the dead-letter queue.
+        self.channel.basic_qos(prefetch_count=1)
+        careful = True
+        self.channel.basic_consume(self.input_queue, self.on_delivery)
         self.announce_live()
         while not self.stopping.is_set():
-            self.connection.process_data_events(time_limit=0.2)
+            if not self._deliveries:
+                self.connection.process_data_events(time_limit=0.2)
+            if self.process_batch() and careful:
+                self.channel.basic_qos(prefetch_count=PREFETCH)
+                careful = False
             self._flush_foreign()
             self.write_state()
+        # Stopping: deliveries already handed to us but not started go back to the queue
+        # when the channel closes; nothing in hand is left half done.
 
-    def on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        try:
-            msg = json.loads(body)
-            if not isinstance(msg, dict):
-                msg = {"body": msg}
-        except ValueError:
-            msg = {"body": body.decode("utf-8", "replace")}
-        msg.setdefault("body", {})
-        msg.setdefault("headers", {})
-        self.call(msg)
-        self.counters["processed"] += 1
-        channel.basic_ack(method.delivery_tag)
-        self.write_state()
+    def on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._deliveries.append((method, body))
+
+    def process_batch(self) -> bool:
+        """Call process() for each delivery in hand, wait for every output's confirm
+        once, then ack the whole batch. False when there was nothing to do."""
+        batch, self._deliveries = self._deliveries, []
+        if not batch:
+            return False
+        for _method, body in batch:
+            self.call(_decode(body))
+            self.counters["processed"] += 1
+        assert self.confirms is not None
+        self.confirms.wait()
+        self.channel.basic_ack(batch[-1][0].delivery_tag, multiple=True)
+        return True
 
     def run_trigger(self) -> None:
         watch = LeakWatch()
@@ -277,6 +343,8 @@ class Sailor:
             self.call({"id": str(uuid.uuid4()), "body": {}, "headers": {}})
             self.counters["calls"] += 1
             self.counters["processed"] += 1
+            assert self.confirms is not None
+            self.confirms.wait()
             found = watch.observe(*sample())
             if found:
                 self.leak = found
@@ -309,6 +377,22 @@ class Sailor:
         self.runner.close()
         self.write_state(force=True)
         log("flowrun-sailor: stopped")
+
+
+def _noop() -> None:
+    pass
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(body)
+        if not isinstance(msg, dict):
+            msg = {"body": msg}
+    except ValueError:
+        msg = {"body": body.decode("utf-8", "replace")}
+    msg.setdefault("body", {})
+    msg.setdefault("headers", {})
+    return msg
 
 
 def main() -> int:
