@@ -81,12 +81,16 @@ def timed_up(path: Path, *extra: str) -> float:
 
 
 def baseline_docker_run(engine: Engine, images: list[str], tag: str) -> float:
-    """The same images, started in parallel with plain `docker run -d`, until running."""
+    """The same containers (images, a bridge network of their own, memory limit, user),
+    started in parallel with plain `docker run -d`, until running."""
     names = [f"flowrun-bench-{tag}-{i}" for i in range(len(images))]
+    network = f"flowrun-bench-{tag}"
+    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
 
     def run(args: tuple[str, str]) -> None:
         name, image = args
-        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", image,
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", network,
+                        "--memory", "256m", "--user", "1000:1000", image,
                         "python3", "-c", "import time; time.sleep(600)"],
                        check=True, capture_output=True)
 
@@ -95,6 +99,7 @@ def baseline_docker_run(engine: Engine, images: list[str], tag: str) -> float:
         list(pool.map(run, zip(names, images, strict=True)))
     elapsed = time.perf_counter() - started
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+    subprocess.run(["docker", "network", "rm", network], capture_output=True)
     return elapsed
 
 

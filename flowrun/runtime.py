@@ -6,6 +6,7 @@ reconcile planned and reports progress as events.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -103,6 +104,51 @@ class Follower:
             self.stop.wait(0.2)
 
 
+class LiveListener:
+    """Hears each sailor announce itself live over the broker (`<flow>.<step>.live`).
+
+    Quicker than reading it from a followed log (Docker's log stream lags), and it
+    proves the step's own broker connection works. pika connections belong to one
+    thread: this one is made, used and closed inside the listener's thread.
+    """
+
+    def __init__(self, broker: Broker, flow: str, put: Callable[[Event], None],
+                 stop: threading.Event) -> None:
+        self.broker, self.flow, self.put, self.stop = broker, flow, put, stop
+        self.bound = threading.Event()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"live-{flow}")
+
+    def start(self, timeout: float = 10) -> LiveListener:
+        self.thread.start()
+        self.bound.wait(timeout)
+        return self
+
+    def _run(self) -> None:
+        try:
+            connection = self.broker.connect(self.flow)
+            channel = connection.channel()
+            queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(queue_name, self.flow, routing_key=f"{self.flow}.*.live")
+        except Exception as e:  # the log followers still see liveness, only later
+            self.failed = e
+            self.bound.set()
+            return
+        self.bound.set()
+        try:
+            for method, _props, body in channel.consume(queue_name, auto_ack=True,
+                                                        inactivity_timeout=0.2):
+                if self.stop.is_set():
+                    break
+                if method is not None:
+                    step = json.loads(body).get("step")
+                    if step:
+                        self.put(StepPhase(step, Phase.LIVE))
+            connection.close()
+        except Exception:  # broker restarts end this listener; followers carry on
+            return
+
+
 class Executor:
     def __init__(self, engine: Engine, events: queue.Queue[Event]) -> None:
         self.engine = engine
@@ -110,6 +156,7 @@ class Executor:
         self.stop_following = threading.Event()
         self.followers: dict[str, Follower] = {}
         self.broker: Broker | None = None
+        self.listener: LiveListener | None = None
 
     def put(self, event: Event) -> None:
         self.events.put(event)
@@ -155,13 +202,29 @@ class Executor:
         network = labels.network_name(plan.flow)
         self.engine.ensure_network(network, plan.flow)
         self.engine.connect(BROKER_NAME, network, ["broker"])
-        self.broker.ensure_flow(plan.flow)
-        declare_topology(self.broker, plan)
+        broker = self.broker
+
+        def prepare_flow() -> None:
+            broker.ensure_flow(plan.flow)
+            declare_topology(broker, plan)
+            if self.listener is None or not self.listener.thread.is_alive():
+                self.listener = LiveListener(broker, plan.flow, self.put,
+                                             self.stop_following).start()
+
+        # The flow's vhost, queues and listener are ready in a few tens of milliseconds,
+        # long before a starting container's sailor connects (and it retries if not):
+        # so containers start at the same time, not after.
         index = {s.id: i for i, s in enumerate(plan.steps)}
-        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="start") as pool:
-            list(pool.map(lambda s: self._replace(plan, s, index[s.id], grace), to_start))
-            removals = [a.step for a in actions if a.type is ActionType.REMOVE]
-            list(pool.map(lambda step_id: self._remove(plan.flow, step_id, grace), removals))
+        removals = [a.step for a in actions if a.type is ActionType.REMOVE]
+        with ThreadPoolExecutor(max_workers=START_WORKERS + 1,
+                                thread_name_prefix="start") as pool:
+            futures = [pool.submit(prepare_flow)]
+            futures += [pool.submit(self._replace, plan, s, index[s.id], grace)
+                        for s in to_start]
+            futures += [pool.submit(self._remove, plan.flow, step_id, grace)
+                        for step_id in removals]
+            for future in futures:
+                future.result()
 
     def _ensure_broker(self) -> Broker:
         broker, started = ensure_broker(self.engine)

@@ -29,7 +29,7 @@ from .leaks import LeakWatch, sample
 
 COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
 PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "20"))
-RECONNECT_DELAY = 0.5
+RECONNECT_DELAY = 0.1
 EMIT_TYPES = ("data", "error", "snapshot", "rebound", "end", "httpReply", "updateKeys")
 
 
@@ -260,6 +260,7 @@ class Sailor:
         params = pika.URLParameters(self.amqp_uri)
         params.heartbeat = 60
         params.blocked_connection_timeout = 300
+        delay = RECONNECT_DELAY
         while not self.stopping.is_set():
             try:
                 self.connection = pika.BlockingConnection(params)
@@ -269,7 +270,8 @@ class Sailor:
                 return
             except pika.exceptions.AMQPError as e:
                 log(f"waiting for the broker ({type(e).__name__})")
-                self.stopping.wait(RECONNECT_DELAY)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 2.0)
 
     def run(self) -> int:
         self.load()
@@ -296,6 +298,14 @@ class Sailor:
     def announce_live(self) -> None:
         self.live = True
         self.write_state(force=True)
+        # To the supervisor over the broker (the quickest path, and proof that this
+        # step's connection works), and to the log for anyone reading it later.
+        assert self.confirms is not None
+        live_key = self.keys["data"].rsplit(".", 1)[0] + ".live"
+        self.confirms.publish(self.exchange, live_key, json.dumps(
+            {"step": self.step_id, "pid": os.getpid(), "at": time.time()}).encode(),
+            pika.BasicProperties(delivery_mode=1, content_type="application/json"))
+        self.confirms.wait()
         log(f"{LIVE_MARKER} step={self.step_id} function={self.function} kind={self.kind}")
 
     def run_consumer(self) -> None:
