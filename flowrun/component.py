@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowrun.errors import ComponentError
 
 
-class FunctionType(str, Enum):
+class FunctionType(StrEnum):
     TRIGGER = "trigger"
     ACTION = "action"
 
@@ -85,7 +85,9 @@ def load_component(path: Path, where: str) -> Component:
             f"{descriptor_path}:{e.lineno}: invalid JSON ({e.msg}); fix the syntax there"
         ) from None
     if not isinstance(data, dict):
-        raise ComponentError(f"{descriptor_path}: must be a JSON object with title, triggers, actions")
+        raise ComponentError(
+            f"{descriptor_path}: must be a JSON object with title, triggers, actions"
+        )
     try:
         descriptor = Descriptor.model_validate(data)
     except ValidationError as e:

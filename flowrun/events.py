@@ -4,11 +4,11 @@ the supervisor's loop is the only reader, and the only code that changes state."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     PENDING = "pending"
     BUILDING = "building"
     STARTING = "starting"

@@ -125,7 +125,7 @@ def interpolate(text: str, env: Mapping[str, str], where: str) -> str:
 
 
 def _construct(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _to_python(node: yaml.Node, loc: Path_, lines: dict[Path_, int], path: Path,
@@ -253,7 +253,9 @@ def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
 
     node = _compose(text, path)
     if node is None:
-        raise FlowFileError(f"{path}: the flow file is empty; see sample_flows/ for one to start from")
+        raise FlowFileError(
+            f"{path}: the flow file is empty; see sample_flows/ for one to start from"
+        )
     lines: dict[Path_, int] = {}
     data = _to_python(node, (), lines, path, env)
     if not isinstance(data, dict):

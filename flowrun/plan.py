@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ DEFAULT_MEMORY = "256m"
 DEFAULT_TRIGGER_INTERVAL = 1.0
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     TRIGGER = "trigger"
     ACTION = "action"
     MAPPER = "mapper"

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from flowrun import labels
 from flowrun.engine import Observed
 from flowrun.plan import Plan
 
 
-class ActionType(str, Enum):
+class ActionType(StrEnum):
     CREATE = "create"
     RECREATE = "recreate"
     REMOVE = "remove"
     KEEP = "keep"
 
 
-class Cause(str, Enum):
+class Cause(StrEnum):
     MISSING = "missing"
     COMPONENT_CHANGED = "component changed"
     CONFIG_CHANGED = "config changed"

@@ -213,7 +213,12 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
                   + "\n")
     notes = []
     for s in status.steps:
-        if s.restarts:
+        if s.crash_looping:
+            last = f", last {s.last_exit}" if s.last_exit else ""
+            notes.append(f"{s.step}: CRASH-LOOPING: restarted {s.restarts}x{last}; "
+                         f"its last lines:")
+            notes.extend(f"    {line}" for line in s.last_lines)
+        elif s.restarts:
             last = f", last {s.last_exit}" if s.last_exit else ""
             notes.append(f"{s.step}: restarted {s.restarts}x{last}")
         elif s.last_exit:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flowrun import labels
 from flowrun.broker import BROKER_NAME, Broker, declare_topology, ensure_broker, find_broker
@@ -67,7 +67,7 @@ class Follower:
         return self
 
     def run(self) -> None:
-        since: datetime | None = datetime.now(timezone.utc) if self.from_now else None
+        since: datetime | None = datetime.now(UTC) if self.from_now else None
         while not self.stop.is_set():
             observed = self.engine.find(self.name)
             if observed is None:

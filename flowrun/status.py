@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class StepStatus:
     errors: int | None
     stale: str | None  # why the running code is not what is on disk, and how to fix it
     leak: str | None
+    crash_looping: bool = False
+    last_lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,20 @@ def _stale(o: Observed, current: dict[str, str | None]) -> str | None:
     return None
 
 
+LAST_LINES = 5
+CRASH_LOOP_RESTARTS = 3
+HEALTHY_AFTER = 10.0  # seconds: Docker resets its restart backoff after this long up
+
+
+def _crash_looping(o: Observed, now: datetime) -> bool:
+    """Restarted several times and not up long enough since to count as healthy."""
+    if o.restart_count < CRASH_LOOP_RESTARTS:
+        return False
+    if o.status != "running" or o.started_at is None:
+        return True
+    return (now - o.started_at).total_seconds() < HEALTHY_AFTER
+
+
 def flow_status(engine: Engine, flow: str) -> FlowStatus:
     observed = flow_containers(engine, flow)
     broker = find_broker(engine)
@@ -99,7 +115,8 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = list(pool.map(state_of, observed))
     current: dict[str, str | None] = {}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
+    looping = {o.name for o in observed if _crash_looping(o, now)}
     steps = []
     for o, state in zip(observed, states, strict=True):
         step = o.labels.get(labels.STEP, o.name)
@@ -120,6 +137,8 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
             in_flight=queue.get("messages_unacknowledged") if queue else None,
             processed=state.get("processed"), errors=state.get("errors"),
             stale=_stale(o, current), leak=state.get("leak"),
+            crash_looping=o.name in looping,
+            last_lines=tuple(engine.logs(o.name, tail=LAST_LINES)) if o.name in looping else (),
         ))
     source = observed[0].labels.get(labels.SOURCE, "") if observed else ""
     errors_q = queues.get(f"{flow}:errors", {})

@@ -211,9 +211,14 @@ class Supervisor:
                                    f" (grace {grace:.0f} s; Ctrl-C again to force)")),
             state, self.clock())
         done = threading.Event()
-        thread = threading.Thread(
-            target=lambda: (self.executor.down(plan.flow, grace), done.set()), daemon=True)
-        thread.start()
+
+        def take_down() -> None:
+            try:
+                self.executor.down(plan.flow, grace)
+            finally:
+                done.set()
+
+        threading.Thread(target=take_down, daemon=True).start()
         while not done.is_set():
             try:
                 event = self.events.get(timeout=0.2)

@@ -8,8 +8,9 @@ import inspect
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MESSAGE_KEYS = {"id", "body", "attachments", "headers", "metadata", "passthrough"}
 

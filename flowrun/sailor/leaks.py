@@ -37,7 +37,7 @@ class LeakWatch:
             return None
         for index, what in ((0, "threads"), (1, "open file descriptors")):
             values = [s[index] for s in recent]
-            if all(b > a for a, b in zip(values, values[1:])):
+            if all(b > a for a, b in zip(values, values[1:], strict=False)):
                 self.reported = (
                     f"{what} grew on each of the last {self.window} process() calls "
                     f"({values[0]} -> {values[-1]})"

@@ -137,7 +137,7 @@ class Sailor:
         )
         self._state_written = 0.0
         self._current: dict[str, Any] | None = None
-        self.connection: pika.BlockingConnection | None = None
+        self.connection: Any = None
         self.channel: Any = None
         self.confirms: Confirms | None = None
         self._deliveries: list[tuple[Any, bytes]] = []

@@ -22,7 +22,10 @@ def test_poison_message_is_dead_lettered_and_counted(flow_factory: Any, tmp_path
         "        os._exit(3)  # a hard crash, not an exception: the process dies\n"
         "    return msg['body']\n")
     name = unique("poison")
-    flow = flow_factory(name, f"""  - {{id: src, component: {COMPONENTS}/shop, function: newOrders, config: {{limit: 0}}}}
+    flow = flow_factory(name, f"""  - id: src
+    component: {COMPONENTS}/shop
+    function: newOrders
+    config: {{limit: 0}}
   - {{id: handle, component: {fragile}, function: handle}}
 """)
     flowrun("send", name, json.dumps({"poison": True}))

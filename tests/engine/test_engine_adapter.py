@@ -13,7 +13,8 @@ def test_start_and_remove_a_real_container(engine: Any) -> None:
     name = f"flowrun-test-{uuid.uuid4().hex[:8]}"
     engine.run(ContainerSpec(name=name, image=base_image(), env={"X": "1"},
                              labels={"io.flowrun.test": "1"},
-                             command=["python3", "-c", "import time; print('hi', flush=True); time.sleep(60)"],
+                             command=["python3", "-c",
+                                      "import time; print('hi', flush=True); time.sleep(60)"],
                              memory="64m", user="1000:1000", restart=False))
     try:
         observed = engine.inspect(name)

@@ -89,7 +89,10 @@ def test_a_step_that_cannot_start_fails_within_the_timeout(tmp_path: Any, engine
         '{"title": "b", "actions": {"go": {"main": "go.py"}}}')
     (broken / "go.py").write_text("raise ImportError('this component cannot start')\n")
     name = unique("broken")
-    path = write_flow(tmp_path, name, f"""  - {{id: src, component: {COMPONENTS}/shop, function: newOrders, config: {{limit: 0}}}}
+    path = write_flow(tmp_path, name, f"""  - id: src
+    component: {COMPONENTS}/shop
+    function: newOrders
+    config: {{limit: 0}}
   - {{id: bad, component: {broken}, function: go}}
 """)
     try:

@@ -14,7 +14,8 @@ ROOT = Path(__file__).parent.parent.parent
 PLAN = plan_of(ROOT / "sample_flows" / "orders.yaml")
 
 
-def observed(step_id: str, status: str = "running", exit_code: int = 0, **overrides: str) -> Observed:
+def observed(step_id: str, status: str = "running", exit_code: int = 0,
+             **overrides: str) -> Observed:
     step = PLAN.step(step_id)
     assert step is not None
     lab = {labels.FLOW: "orders", labels.STEP: step_id, labels.REVISION: step.revision,
