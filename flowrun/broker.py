@@ -162,12 +162,15 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
             r = step.routes
             if r.input_queue is None or r.listens_to is None:
                 continue
-            ch.queue_declare(r.input_queue, durable=True, arguments={
+            args = {
                 "x-queue-type": "quorum",
                 "x-delivery-limit": DELIVERY_LIMIT,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": plan.dead_letter_queue,
-            })
+            }
+            if os.environ.get("FLOWRUN_QUEUE_TYPE") == "classic":  # experiment only
+                args = {"x-queue-type": "classic"}
+            ch.queue_declare(r.input_queue, durable=True, arguments=args)
             ch.queue_bind(r.input_queue, plan.flow, routing_key=r.listens_to)
             # A rebound waits here, then dead-letters back into the step's input.
             ch.queue_declare(f"{r.input_queue}:rebound", durable=True, arguments={
@@ -212,6 +215,10 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
         engine.run(ContainerSpec(
             name=BROKER_NAME, image=image, hostname=BROKER_NAME,
             env={"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
+                 # Erlang's schedulers busy-wait for work by default: on a laptop or a
+                 # 2-core CI machine that spin takes CPU from the steps themselves.
+                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                     "+sbwt none +sbwtdcpu none +sbwtdio none",
                  ADMIN_PASS_ENV: secrets.token_hex(16)},
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],

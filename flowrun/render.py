@@ -29,7 +29,7 @@ def prefix(step: str, width: int = PREFIX_WIDTH) -> str:
 class PlainRenderer:
     """One line per change; for pipes, files and CI logs."""
 
-    def __init__(self, out: TextIO | None = None, build_output: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None, build_output: bool = True) -> None:
         self.out = out or sys.stdout
         self.build_output = build_output
 
@@ -45,7 +45,7 @@ class PlainRenderer:
             self._print(prefix(event.step) + event.line)
         elif isinstance(event, BuildOutput):
             if self.build_output:
-                self._print(f"{t} build {event.component}: {event.line}")
+                self._print(prefix(f"build {event.component}") + event.line)
         elif isinstance(event, Notice):
             mark = {"info": "", "warning": "warning: ", "error": "error: "}[event.level]
             self._print(f"{t} {mark}{event.text}")

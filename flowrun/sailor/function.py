@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import inspect
 import json
@@ -44,14 +45,21 @@ def load_function(component_dir: Path, function: str) -> tuple[Any, dict[str, An
 
 def call_flexibly(fn: Callable[..., Any], *args: Any) -> Any:
     """Call with as many leading arguments as `fn` declares (process may take fewer)."""
+    arity = _arity(fn)
+    return fn(*args) if arity is None else fn(*args[:arity])
+
+
+@functools.lru_cache(maxsize=64)
+def _arity(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments `fn` takes; None for any number. Cached: the
+    signature is read once per function, not once per message."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return fn(*args)
+        return None
     if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return fn(*args)
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return fn(*args[: len(positional)])
+        return None
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 class Runner:

@@ -28,7 +28,7 @@ from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
 
 COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
-PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "20"))
+PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "200"))
 RECONNECT_DELAY = 0.1
 EMIT_TYPES = ("data", "error", "snapshot", "rebound", "end", "httpReply", "updateKeys")
 
