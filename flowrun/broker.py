@@ -168,8 +168,6 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": plan.dead_letter_queue,
             }
-            if os.environ.get("FLOWRUN_QUEUE_TYPE") == "classic":  # experiment only
-                args = {"x-queue-type": "classic"}
             ch.queue_declare(r.input_queue, durable=True, arguments=args)
             ch.queue_bind(r.input_queue, plan.flow, routing_key=r.listens_to)
             # A rebound waits here, then dead-letters back into the step's input.

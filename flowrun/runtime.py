@@ -22,7 +22,7 @@ from flowrun.events import ApplyDone, BuildOutput, Event, Notice, Phase, StepLog
 from flowrun.images import base_image, build_image
 from flowrun.plan import Plan, RealStep
 from flowrun.reconcile import Action, ActionType
-from flowrun.sailor import LIVE_MARKER
+from flowrun.sailor import LIVE_MARKER, STATE_FILE
 
 START_WORKERS = 8
 DEFAULT_GRACE = 10.0
@@ -161,9 +161,11 @@ class Executor:
     def put(self, event: Event) -> None:
         self.events.put(event)
 
-    def follow(self, flow: str, step: str) -> None:
-        self.followers[step] = Follower(self.engine, labels.container_name(flow, step), step,
-                                        self.put, self.stop_following).start()
+    def follow(self, container_id: str, step: str, from_now: bool = False) -> None:
+        # By id, not name: a replacement has the same name, and the old container's
+        # follower must end with it rather than follow the new one a second time.
+        self.followers[step] = Follower(self.engine, container_id, step, self.put,
+                                        self.stop_following, from_now=from_now).start()
 
     # ------------------------------------------------------------ apply
 
@@ -196,7 +198,14 @@ class Executor:
             action = todo.get(step.id)
             if action and action.type is ActionType.KEEP:
                 self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
-                self.follow(plan.flow, step.id)
+                kept = self.engine.find(labels.container_name(plan.flow, step.id))
+                if kept is not None:
+                    # Its sailor's own record says whether it is live; its old log
+                    # lines are history, so follow from now on.
+                    raw = self.engine.read_file(kept.id, STATE_FILE) if kept.running else None
+                    if raw and json.loads(raw).get("live"):
+                        self.put(StepPhase(step.id, Phase.LIVE))
+                    self.follow(kept.id, step.id, from_now=True)
         if not to_start and not any(a.type is ActionType.REMOVE for a in actions):
             return
         network = labels.network_name(plan.flow)
@@ -270,9 +279,9 @@ class Executor:
             self.engine.stop(name, grace)
             self.engine.remove(name)
         self.put(StepPhase(step.id, Phase.STARTING))
-        self.engine.run(step_spec(plan, step, index, self.broker))
+        container_id = self.engine.run(step_spec(plan, step, index, self.broker))
         self.put(StepPhase(step.id, Phase.WARMING))
-        self.follow(plan.flow, step.id)
+        self.follow(container_id, step.id)
 
     def _remove(self, flow: str, step_id: str, grace: float) -> None:
         self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow"))

@@ -117,6 +117,8 @@ class Supervisor:
                 except queue.Empty:
                     event = None
                 now = self.clock()
+                if event is not None and self._repeats(state, event):
+                    continue  # live twice (the broker's word and the log's): say it once
                 if event is not None:
                     self._update(state, event, now)
                     self.renderer.event(event, state, now)
@@ -128,9 +130,8 @@ class Supervisor:
                                 f"redeploy failed, running steps left as they were: "
                                 f"{event.error}", "error"))
                         applying = False
-                    if isinstance(event, Interrupted):
-                        if event.count > 1 or not warmed or not options.detach:
-                            return self._stop(plan, state, options, force=event.count > 1)
+                    if isinstance(event, Interrupted):  # a second one forces the stop
+                        return self._stop(plan, state, options, force=event.count > 1)
                     if isinstance(event, ComponentsChanged) and replan is not None:
                         self._redeploy(replan, options)
                 if not warmed and not applying and not state.pending():
@@ -152,6 +153,13 @@ class Supervisor:
             self.renderer.close(state)
 
     # ------------------------------------------------------------ state
+
+    @staticmethod
+    def _repeats(state: FlowState, event: Event) -> bool:
+        if not isinstance(event, StepPhase) or event.phase is not Phase.LIVE:
+            return False
+        step = state.steps.get(event.step)
+        return step is not None and step.phase is Phase.LIVE
 
     def _update(self, state: FlowState, event: Event, now: float) -> None:
         if isinstance(event, StepPhase):

@@ -314,14 +314,17 @@ class Sailor:
         # of the queue is what crashed us, only its delivery count grows, not that of a
         # whole prefetch of innocent messages, so only it reaches the dead-letter queue.
         self.channel.basic_qos(prefetch_count=1)
+        tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
         careful = True
-        self.channel.basic_consume(self.input_queue, self.on_delivery)
         self.announce_live()
         while not self.stopping.is_set():
             if not self._deliveries:
                 self.connection.process_data_events(time_limit=0.2)
             if self.process_batch() and careful:
+                # RabbitMQ applies a new prefetch to new consumers only: consume anew.
+                self.channel.basic_cancel(tag)
                 self.channel.basic_qos(prefetch_count=PREFETCH)
+                tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
                 careful = False
             self._flush_foreign()
             self.write_state()

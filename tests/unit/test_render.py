@@ -34,6 +34,7 @@ def test_plain_renderer_prints_one_line_per_change() -> None:
     assert out.getvalue().splitlines() == [
         "flowrun: orders: 1 real steps",
         "[   0.0s] fetch                        building (shop)",
+        "build shop               | Step 1/9 : FROM base",
         "[   1.0s] fetch                        starting",
         "fetch                    | flowrun-sailor: live step=fetch",
         "[   1.2s] fetch                        live",
