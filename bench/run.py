@@ -291,13 +291,16 @@ def redeploy(engine: Engine, tmp: Path, runs: int) -> dict[str, Any]:
                             env={**os.environ, "CI": "true"})
     assert proc.stdout is not None
 
-    def wait(check: Any) -> None:
-        while True:
+    def wait(check: Any, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:
                 raise SystemExit("up --watch ended early")
             if check(json.loads(line)):
                 return
+        proc.kill()
+        raise SystemExit("up --watch: no redeploy seen within the timeout")
 
     wait(lambda e: "watching" in e.get("text", ""))
     rss_supervisor = _rss_kb(proc.pid) / 1024

@@ -60,6 +60,7 @@ class Follower:
                  stop: threading.Event, from_now: bool = False, timestamps: bool = False) -> None:
         self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
         self.from_now, self.timestamps = from_now, timestamps
+        self.retired = threading.Event()  # set before a planned stop: not a crash
         self.thread = threading.Thread(target=self.run, daemon=True, name=f"follow-{step}")
 
     def start(self) -> Follower:
@@ -84,7 +85,7 @@ class Follower:
                     self.put(StepLog(self.step, line))
                     if self.stop.is_set():
                         return
-                if self.stop.is_set():
+                if self.stop.is_set() or self.retired.is_set():
                     return
                 after = self.engine.find(self.name)
                 if after is None:
@@ -160,6 +161,11 @@ class Executor:
 
     def put(self, event: Event) -> None:
         self.events.put(event)
+
+    def retire(self, step: str) -> None:
+        follower = self.followers.pop(step, None)
+        if follower is not None:
+            follower.retired.set()
 
     def follow(self, container_id: str, step: str, from_now: bool = False) -> None:
         # By id, not name: a replacement has the same name, and the old container's
@@ -276,6 +282,7 @@ class Executor:
             # The old container finishes the message in hand, acks it and exits; what
             # it had prefetched goes back to the queue for the new one.
             self.put(StepPhase(step.id, Phase.STOPPING, "replacing"))
+            self.retire(step.id)
             self.engine.stop(name, grace)
             self.engine.remove(name)
         self.put(StepPhase(step.id, Phase.STARTING))
@@ -285,6 +292,7 @@ class Executor:
 
     def _remove(self, flow: str, step_id: str, grace: float) -> None:
         self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow"))
+        self.retire(step_id)
         name = labels.container_name(flow, step_id)
         self.engine.stop(name, grace)
         self.engine.remove(name)
