@@ -17,7 +17,6 @@ class Phase(StrEnum):
     CRASHED = "crashed"
     STOPPING = "stopping"
     STOPPED = "stopped"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

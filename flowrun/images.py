@@ -54,8 +54,6 @@ def sailor_wheelhouse() -> Path:
     if (target / "requirements.txt").exists():
         return target
     staging = Path(tempfile.mkdtemp(prefix="wheels-", dir=_ensure(cache_dir() / "wheels")))
-    _pip(["download", "--only-binary=:all:", "--python-version", "3.11", "--no-deps",
-          "--dest", str(staging), *pins], "the sailor's wheelhouse")
     _pip(["download", "--only-binary=:all:", "--python-version", "3.11",
           "--dest", str(staging), *pins], "the sailor's wheelhouse")
     (staging / "requirements.txt").write_text("\n".join(pins) + "\n")

@@ -99,7 +99,7 @@ class JsonRenderer:
 _PHASE_STYLE = {
     Phase.PENDING: "dim", Phase.BUILDING: "yellow", Phase.STARTING: "cyan",
     Phase.WARMING: "cyan", Phase.LIVE: "bold green", Phase.CRASHED: "bold red",
-    Phase.STOPPING: "magenta", Phase.STOPPED: "dim", Phase.FAILED: "bold red",
+    Phase.STOPPING: "magenta", Phase.STOPPED: "dim",
 }
 
 

@@ -185,6 +185,8 @@ class Supervisor:
             lines = self._last_lines(state, step_id)
             shown = "\n".join(f"    {line}" for line in lines) or "    (no output)"
             detail = f", {step.detail}" if step.detail else ""
+            if step.crashes:
+                detail += f", crashed {step.crashes}x"
             parts.append(f"  {step_id}: {step.phase.value}{detail}; last lines:\n{shown}")
         return (f"not live after {timeout:.0f} s: {', '.join(state.pending())}\n"
                 + "\n".join(parts)
