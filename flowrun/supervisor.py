@@ -107,6 +107,7 @@ class Supervisor:
         self._install_signals()
         self.executor.apply_async(plan, actions, options.grace)
         applying = True
+        changed_meanwhile = False
         warmed = False
         watcher: threading.Thread | None = None
         deadline = state.started + options.timeout
@@ -123,17 +124,24 @@ class Supervisor:
                     self._update(state, event, now)
                     self.renderer.event(event, state, now)
                     if isinstance(event, ApplyDone):
-                        if event.error and applying:
+                        if event.error and not warmed:
                             raise FlowFailed(event.error)
                         if event.error:  # a redeploy: what runs keeps running
                             self.events.put(Notice(
                                 f"redeploy failed, running steps left as they were: "
                                 f"{event.error}", "error"))
                         applying = False
+                        if changed_meanwhile and replan is not None:
+                            changed_meanwhile = False
+                            applying = self._redeploy(replan, options)
                     if isinstance(event, Interrupted):  # a second one forces the stop
                         return self._stop(plan, state, options, force=event.count > 1)
                     if isinstance(event, ComponentsChanged) and replan is not None:
-                        self._redeploy(replan, options)
+                        # One redeploy at a time: a save during one is taken up after it.
+                        if applying:
+                            changed_meanwhile = True
+                        else:
+                            applying = self._redeploy(replan, options)
                 if not warmed and not applying and not state.pending():
                     warmed = True
                     elapsed = state.elapsed(now)
@@ -254,20 +262,22 @@ class Supervisor:
         thread.start()
         return thread
 
-    def _redeploy(self, replan: Callable[[], Plan], options: UpOptions) -> None:
+    def _redeploy(self, replan: Callable[[], Plan], options: UpOptions) -> bool:
+        """Start redeploying what changed; False when there is nothing to do."""
         try:
             plan = replan()
         except Exception as e:  # a broken flow file mid-edit: say so, keep running
             self.events.put(Notice(f"not redeploying: {e}", "error"))
-            return
+            return False
         actions = [a for a in self.plan(plan) if a.type is not ActionType.REMOVE]
         todo = changes(actions)
         if not todo:
             self.events.put(Notice("change seen; no step's revision changed"))
-            return
+            return False
         for action in todo:
             self.events.put(Notice(f"redeploy {action.step}: {action.cause.value}"))
         self.executor.apply_async(plan, todo, options.grace)
+        return True
 
 
 def _is_builtin(path: Path) -> bool:

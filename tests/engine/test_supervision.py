@@ -94,6 +94,30 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
             "first": "A", "last": "B", "email": "a@b"}, "items": []}),
             "--expect", "enrich", "--timeout", "30").stdout
         assert '"v": 2' in out  # the new code is live
+
+        # A burst of saves gives one redeploy.
+        seen = len(events)
+        for i in range(5):
+            source.write_text(source.read_text() + f"\n# save {i}\n")
+            time.sleep(0.01)
+        until(lambda e: e.get("event") == "phase" and e["step"] == "enrich"
+              and e["phase"] == "live", 60)
+        redeployed = engine.find(f"flowrun-{name}-enrich").id
+        time.sleep(2)  # a second redeploy from the same burst would have replaced it by now
+        assert engine.find(f"flowrun-{name}-enrich").id == redeployed
+        burst = [e for e in events[seen:] if e.get("event") == "notice"
+                 and e.get("text", "").startswith("redeploy ")]
+        assert len(burst) == 1, burst
+
+        # A failed build leaves the running steps as they were, and says why.
+        running = {o.labels["io.flowrun.step"]: o.id
+                   for o in engine.observe({"io.flowrun.flow": name})}
+        (crm / "requirements.txt").write_text("no-such-package-flowrun-test==9.9\n")
+        failed = until(lambda e: e.get("event") == "notice"
+                       and "redeploy failed" in e.get("text", ""), 120)
+        assert "requirements.txt" in failed["text"]
+        assert {o.labels["io.flowrun.step"]: o.id
+                for o in engine.observe({"io.flowrun.flow": name})} == running
     finally:
         proc.send_signal(signal.SIGINT)
         try:
