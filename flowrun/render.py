@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 from flowrun.events import (
@@ -118,8 +119,9 @@ class RichRenderer:
         from rich.live import Live
 
         self.state = state
-        self.live = Live(self._table(state, state.started), console=self.console,
-                         refresh_per_second=8, transient=False)
+        # Rendered on each refresh, not only on events, so the clocks keep running.
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False,
+                         get_renderable=lambda: self._table(state, time.monotonic()))
         self.live.start()
 
     def _table(self, state: FlowState, now: float) -> Any:
@@ -151,7 +153,7 @@ class RichRenderer:
             style = {"info": "bold", "warning": "yellow", "error": "bold red"}[event.level]
             self.console.print(f"[{style}]{_escape(event.text)}[/]")
         if self.live is not None:
-            self.live.update(self._table(state, now))
+            self.live.refresh()
 
     def close(self, state: FlowState) -> None:
         if self.live is not None:
