@@ -160,6 +160,10 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
                          arguments={"x-queue-type": "quorum"})
         for step in plan.steps:
             r = step.routes
+            # Only the latest snapshot matters: a one-message queue that drops the older.
+            ch.queue_declare(r.snapshot_queue, durable=True,
+                             arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+            ch.queue_bind(r.snapshot_queue, plan.flow, routing_key=r.snapshot)
             if r.input_queue is None or r.listens_to is None:
                 continue
             args = {

@@ -44,6 +44,7 @@ class Routes:
     error: str
     snapshot: str
     rebound: str
+    snapshot_queue: str  # keeps the step's latest snapshot across restarts
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RealStep:
             "ELASTICIO_SNAPSHOT_ROUTING_KEY": r.snapshot,
             "ELASTICIO_REBOUND_ROUTING_KEY": r.rebound,
             "FLOWRUN_KIND": self.kind.value,
+            "FLOWRUN_SNAPSHOT_QUEUE": r.snapshot_queue,
             "FLOWRUN_CFG": json.dumps(self.config, sort_keys=True),
         }
         if r.input_queue:
@@ -156,6 +158,7 @@ def routes_for(flow: str, step_id: str, previous: str | None) -> Routes:
         error=f"{flow}.{step_id}.error",
         snapshot=f"{flow}.{step_id}.snapshot",
         rebound=f"{flow}.{step_id}.rebound",
+        snapshot_queue=f"{flow}:{step_id}:snapshot",
     )
 
 

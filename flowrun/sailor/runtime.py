@@ -122,6 +122,8 @@ class Sailor:
             "rebound": env["ELASTICIO_REBOUND_ROUTING_KEY"],
         }
         self.interval = float(env.get("FLOWRUN_TRIGGER_INTERVAL", "1"))
+        self.snapshot_queue = env.get("FLOWRUN_SNAPSHOT_QUEUE")
+        self._snapshot_restored = False
         self.cfg = json.loads(env.get("FLOWRUN_CFG", "{}"))
         self.stopping = threading.Event()
         self.ctx = Context(self)
@@ -273,6 +275,18 @@ class Sailor:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 2.0)
 
+    def restore_snapshot(self) -> None:
+        """The latest snapshot this step emitted before a restart, if any. Read without
+        taking it: the message goes back to its one-message queue."""
+        if self._snapshot_restored or not self.snapshot_queue:
+            return
+        method, _props, body = self.channel.basic_get(self.snapshot_queue, auto_ack=False)
+        if method is not None:
+            self.snapshot = json.loads(body).get("body")
+            self.channel.basic_nack(method.delivery_tag, requeue=True)
+            log(f"restored the snapshot this step emitted last: {body[:200]!r}")
+        self._snapshot_restored = True
+
     def run(self) -> int:
         self.load()
         while not self.stopping.is_set():
@@ -280,6 +294,7 @@ class Sailor:
             if self.stopping.is_set():
                 break
             try:
+                self.restore_snapshot()
                 if self.kind == "trigger":
                     self.run_trigger()
                 else:

@@ -131,3 +131,32 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
                     pipe.close()
     assert proc.returncode == 0
     assert engine.observe({"io.flowrun.flow": name}) == []
+
+
+def test_a_trigger_snapshot_survives_a_restart(flow_factory: Any, engine: Any,
+                                               tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    counter.mkdir()
+    (counter / "component.json").write_text(
+        '{"title": "c", "triggers": {"count": {"main": "count.py"}}}')
+    (counter / "count.py").write_text(
+        "def process(msg, cfg, snapshot, ctx):\n"
+        "    n = (snapshot or {}).get('n', 0) + 1\n"
+        "    ctx.emit('snapshot', {'n': n})\n"
+        "    return {'n': n}\n")
+    name = unique("snap")
+    flow_factory(name, f"""  - id: count
+    component: {counter}
+    function: count
+    interval: 0.2
+  - {{id: sink, component: {COMPONENTS}/chat, function: post}}
+""")
+    first = [json.loads(line)["body"]["n"] for line in
+             flowrun("tail", name, "count", "-n", "3").stdout.splitlines()]
+    pid = engine.api.inspect_container(f"flowrun-{name}-count")["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)  # Docker's restart policy brings it back
+    wait_for(lambda: engine.api.inspect_container(f"flowrun-{name}-count")["RestartCount"],
+             30, "the restart")
+    after = [json.loads(line)["body"]["n"] for line in
+             flowrun("tail", name, "count", "-n", "2").stdout.splitlines()]
+    assert min(after) > max(first), (first, after)  # counting went on, not from 1
