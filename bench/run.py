@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import shutil
 import statistics
 import subprocess
@@ -291,12 +292,24 @@ def redeploy(engine: Engine, tmp: Path, runs: int) -> dict[str, Any]:
                             env={**os.environ, "CI": "true"})
     assert proc.stdout is not None
 
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+
+    def pump() -> None:  # a blocked readline cannot time out; a queue can
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
     def wait(check: Any, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if not line:
-                raise SystemExit("up --watch ended early")
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    raise SystemExit("up --watch ended early") from None
+                continue
             if check(json.loads(line)):
                 return
         proc.kill()

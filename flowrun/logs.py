@@ -41,7 +41,8 @@ def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,
                                     timestamps=timestamps):
                 out.write((prefix(s) if many else "") + line + "\n")
         Follower(engine, labels.container_name(flow, s), s, lines.put, stop,
-                 from_now=tail != "all" or since is not None, timestamps=timestamps).start()
+                 from_now=tail != "all" or since is not None, timestamps=timestamps,
+                 outlive=True).start()
     try:
         while True:
             event = lines.get()

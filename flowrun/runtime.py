@@ -57,9 +57,13 @@ class Follower:
     """Follows one container's output across restarts; reports lines and liveness."""
 
     def __init__(self, engine: Engine, name: str, step: str, put: Callable[[Event], None],
-                 stop: threading.Event, from_now: bool = False, timestamps: bool = False) -> None:
+                 stop: threading.Event, from_now: bool = False, timestamps: bool = False,
+                 outlive: bool = False) -> None:
         self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
         self.from_now, self.timestamps = from_now, timestamps
+        # outlive: when followed by name, wait for a replacement instead of ending
+        # (`flowrun logs -f` across a redeploy).
+        self.outlive = outlive
         self.retired = threading.Event()  # set before a planned stop: not a crash
         self.thread = threading.Thread(target=self.run, daemon=True, name=f"follow-{step}")
 
@@ -72,7 +76,10 @@ class Follower:
         while not self.stop.is_set():
             observed = self.engine.find(self.name)
             if observed is None:
-                return
+                if not self.outlive:
+                    return
+                self.stop.wait(0.2)
+                continue
             if observed.status == "running":
                 # Docker's `since` has one-second resolution: from the container's own
                 # start, so a restarted container's lines are not shown twice.
@@ -89,7 +96,7 @@ class Follower:
                     return
                 after = self.engine.find(self.name)
                 if after is None:
-                    return
+                    continue
                 reason = f"exit code {after.exit_code}" + (" (out of memory)" if after.oom_killed
                                                             else "")
                 self.put(StepPhase(self.step, Phase.CRASHED, reason))

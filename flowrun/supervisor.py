@@ -255,11 +255,14 @@ class Supervisor:
         from flowrun.watch import watch_components
 
         paths = [c.path for c in plan.components if not _is_builtin(c.path)]
-        stop = self.executor.stop_following
+        ready = threading.Event()
         thread = threading.Thread(
-            target=watch_components, args=(paths, self.events.put, stop), daemon=True,
-            name="watch")
+            target=watch_components, args=(paths, self.events.put,
+                                           self.executor.stop_following, ready),
+            daemon=True, name="watch")
         thread.start()
+        # Say "watching" only once it is: a save made right after must not be missed.
+        ready.wait(10)
         return thread
 
     def _redeploy(self, replan: Callable[[], Plan], options: UpOptions) -> bool:

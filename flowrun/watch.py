@@ -11,6 +11,10 @@ import watchfiles
 from flowrun.events import ComponentsChanged, Event
 from flowrun.revision import is_ignored
 
+# How long the watcher waits in its native loop before it checks the stop event and
+# tells us it is running. Its first return is the sign that it is watching.
+POLL_MS = 200
+
 
 class ComponentFilter(watchfiles.DefaultFilter):
     """watchfiles' defaults (VCS, caches, editor swap files) plus flowrun's own ignores."""
@@ -30,9 +34,12 @@ class ComponentFilter(watchfiles.DefaultFilter):
 
 
 def watch_components(paths: Sequence[Path], put: Callable[[Event], None],
-                     stop: threading.Event) -> None:
+                     stop: threading.Event, ready: threading.Event) -> None:
     # watchfiles already batches a burst of saves (50 ms after the last, 1.6 s at most),
     # so one save, or one editor's save dance, gives one event.
     for batch in watchfiles.watch(*paths, watch_filter=ComponentFilter(paths), stop_event=stop,
-                                  yield_on_timeout=False, raise_interrupt=False):
-        put(ComponentsChanged(tuple(sorted({changed for _, changed in batch}))))
+                                  yield_on_timeout=True, rust_timeout=POLL_MS,
+                                  raise_interrupt=False):
+        ready.set()  # the native watcher is set up: no save from now on is missed
+        if batch:
+            put(ComponentsChanged(tuple(sorted({changed for _, changed in batch}))))

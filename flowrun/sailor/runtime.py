@@ -138,7 +138,6 @@ class Sailor:
             queue.SimpleQueue()
         )
         self._state_written = 0.0
-        self._current: dict[str, Any] | None = None
         self.connection: Any = None
         self.channel: Any = None
         self.confirms: Confirms | None = None
@@ -222,7 +221,6 @@ class Sailor:
     def call(self, msg: dict[str, Any]) -> None:
         """Call process() once and publish (confirmed) everything it produced."""
         self._collecting = []
-        self._current = msg
         try:
             results = self.runner.run(self.module.process, msg, self.cfg, self.snapshot, self.ctx)
             events = self._collecting + [("data", r) for r in results]
@@ -233,7 +231,6 @@ class Sailor:
             self._collecting = None
         for event, payload in events:
             self.publish_event(event, payload, msg)
-        self._current = None
 
     # ------------------------------------------------------------ state
 
