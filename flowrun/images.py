@@ -9,16 +9,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 from flowrun import labels
 from flowrun.component import Component
 from flowrun.engine import Engine
 from flowrun.errors import BuildFailed
-from flowrun.revision import SAILOR_DIR, component_files
+from flowrun.revision import SAILOR_DIR, component_files, sailor_pins
 
-SAILOR_REQUIREMENTS = ("pika", "jsonata-python")
 DEFAULT_BASE_IMAGE = "flowrun/python-base:bookworm"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +46,7 @@ def _pip(args: list[str], what: str) -> None:
 
 def sailor_wheelhouse() -> Path:
     """The sailor's dependencies as wheels, pinned to the versions installed here."""
-    pins = [f"{name}=={metadata.version(name)}" for name in SAILOR_REQUIREMENTS]
+    pins = sailor_pins()
     key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
     target = cache_dir() / "wheels" / f"sailor-{key}"
     if (target / "requirements.txt").exists():

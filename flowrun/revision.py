@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 from flowrun.sailor import SAILOR_VERSION
 
 SAILOR_DIR = Path(__file__).parent / "sailor"
+SAILOR_REQUIREMENTS = ("pika", "jsonata-python")
 _IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", "node_modules", ".venv", ".idea", ".vscode"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", "~", ".tmp")
@@ -42,10 +44,16 @@ def _digest_tree(h: hashlib._Hash, root: Path, label: str) -> None:
         h.update(b"\0")
 
 
+def sailor_pins() -> list[str]:
+    """The sailor's dependencies at the versions installed here: what its wheels are."""
+    return [f"{name}=={metadata.version(name)}" for name in SAILOR_REQUIREMENTS]
+
+
 def compute_revision(component_dir: Path, dockerfile: Path, base_image: str) -> str:
     """12 hex digits; equal inputs give equal revisions on any machine."""
     h = hashlib.sha256()
     h.update(f"sailor-version:{SAILOR_VERSION}\0base:{base_image}\0".encode())
+    h.update(("\0".join(sailor_pins()) + "\0").encode())
     h.update(dockerfile.read_bytes())
     _digest_tree(h, SAILOR_DIR, "sailor")
     _digest_tree(h, component_dir, "component")
