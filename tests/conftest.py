@@ -79,6 +79,20 @@ def write_flow(directory: Path, name: str, steps_yaml: str) -> Path:
     return path
 
 
+def make_component(directory: Path, name: str, function: str, code: str,
+                   trigger: bool = False, requirements: str | None = None) -> Path:
+    """A one-function component in `directory/name`, with `code` as `<function>.py`."""
+    path = directory / name
+    path.mkdir()
+    group = "triggers" if trigger else "actions"
+    (path / "component.json").write_text(json.dumps(
+        {"title": name, group: {function: {"main": f"{function}.py"}}}))
+    (path / f"{function}.py").write_text(code)
+    if requirements is not None:
+        (path / "requirements.txt").write_text(requirements)
+    return path
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

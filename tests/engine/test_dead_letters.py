@@ -7,15 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import COMPONENTS, flowrun, unique
+from tests.conftest import COMPONENTS, flowrun, make_component, unique
 
 
 def test_poison_message_is_dead_lettered_and_counted(flow_factory: Any, tmp_path: Path) -> None:
-    fragile = tmp_path / "fragile"
-    fragile.mkdir()
-    (fragile / "component.json").write_text(
-        '{"title": "fragile", "actions": {"handle": {"main": "handle.py"}}}')
-    (fragile / "handle.py").write_text(
+    fragile = make_component(
+        tmp_path, "fragile", "handle",
         "import os\n"
         "def process(msg):\n"
         "    if msg['body'].get('poison'):\n"

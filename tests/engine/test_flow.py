@@ -6,7 +6,15 @@ import json
 import time
 from typing import Any
 
-from tests.conftest import COMPONENTS, ORDERS_STEPS, flowrun, unique
+from tests.conftest import (
+    COMPONENTS,
+    ORDERS_STEPS,
+    RunningFlow,
+    flowrun,
+    make_component,
+    unique,
+    write_flow,
+)
 
 ORDER = {"id": "o-1", "customer": {"first": "Ada", "last": "Lovelace", "email": "ada@x.org"},
          "items": [{"price": 10}, {"price": 2.5}]}
@@ -53,8 +61,6 @@ def test_an_action_that_raises_reports_errors_and_goes_on(flow_factory: Any) -> 
     deadline = time.monotonic() + 20
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        from tests.conftest import RunningFlow
-
         status = RunningFlow(name, COMPONENTS).status()
         enrich = {s["step"]: s for s in status["steps"]}["enrich"]
         if enrich["errors"] == 1 and status["errors_queued"] == 1:
@@ -68,8 +74,6 @@ def test_an_action_that_raises_reports_errors_and_goes_on(flow_factory: Any) -> 
 
 
 def test_down_leaves_nothing_behind(engine: Any, tmp_path: Any) -> None:
-    from tests.conftest import write_flow
-
     name = unique("down")
     path = write_flow(tmp_path, name, ORDERS_STEPS)
     flowrun("up", "-d", str(path))
@@ -81,13 +85,8 @@ def test_down_leaves_nothing_behind(engine: Any, tmp_path: Any) -> None:
 
 
 def test_a_step_that_cannot_start_fails_within_the_timeout(tmp_path: Any, engine: Any) -> None:
-    from tests.conftest import write_flow
-
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "component.json").write_text(
-        '{"title": "b", "actions": {"go": {"main": "go.py"}}}')
-    (broken / "go.py").write_text("raise ImportError('this component cannot start')\n")
+    broken = make_component(tmp_path, "broken", "go",
+                            "raise ImportError('this component cannot start')\n")
     name = unique("broken")
     path = write_flow(tmp_path, name, f"""  - id: src
     component: {COMPONENTS}/shop

@@ -7,18 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import COMPONENTS, flowrun, unique, write_flow
+from tests.conftest import COMPONENTS, flowrun, make_component, unique, write_flow
 
 
 def test_requirements_are_installed_from_the_host_wheelhouse(flow_factory: Any,
                                                              tmp_path: Path) -> None:
-    uses_six = tmp_path / "uses-six"
-    uses_six.mkdir()
-    (uses_six / "component.json").write_text(
-        '{"title": "six", "actions": {"version": {"main": "version.py"}}}')
-    (uses_six / "requirements.txt").write_text("six==1.16.0\n")
-    (uses_six / "version.py").write_text(
-        "import six\n\ndef process(msg):\n    return {'six': six.__version__}\n")
+    uses_six = make_component(
+        tmp_path, "uses-six", "version",
+        "import six\n\ndef process(msg):\n    return {'six': six.__version__}\n",
+        requirements="six==1.16.0\n")
     name = unique("reqs")
     flow_factory(name, f"""  - id: src
     component: {COMPONENTS}/shop
@@ -34,12 +31,9 @@ def test_unchanged_revision_is_not_rebuilt_and_a_broken_build_is_named(
         engine: Any, tmp_path: Path) -> None:
     from flowrun.project import load_plan
 
-    broken = tmp_path / "broken-reqs"
-    broken.mkdir()
-    (broken / "component.json").write_text(
-        '{"title": "b", "actions": {"go": {"main": "go.py"}}}')
-    (broken / "go.py").write_text("def process(msg):\n    return msg\n")
-    (broken / "requirements.txt").write_text("this-package-does-not-exist-flowrun==0.0.1\n")
+    broken = make_component(tmp_path, "broken-reqs", "go",
+                            "def process(msg):\n    return msg\n",
+                            requirements="this-package-does-not-exist-flowrun==0.0.1\n")
     name = unique("badbuild")
     path = write_flow(tmp_path, name, f"""  - id: src
     component: {COMPONENTS}/shop

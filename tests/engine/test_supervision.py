@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import COMPONENTS, ORDERS_STEPS, ROOT, flowrun, unique, write_flow
+from tests.conftest import (
+    COMPONENTS,
+    ORDERS_STEPS,
+    ROOT,
+    flowrun,
+    make_component,
+    unique,
+    write_flow,
+)
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -135,15 +143,12 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
 
 def test_a_trigger_snapshot_survives_a_restart(flow_factory: Any, engine: Any,
                                                tmp_path: Path) -> None:
-    counter = tmp_path / "counter"
-    counter.mkdir()
-    (counter / "component.json").write_text(
-        '{"title": "c", "triggers": {"count": {"main": "count.py"}}}')
-    (counter / "count.py").write_text(
+    counter = make_component(
+        tmp_path, "counter", "count",
         "def process(msg, cfg, snapshot, ctx):\n"
         "    n = (snapshot or {}).get('n', 0) + 1\n"
         "    ctx.emit('snapshot', {'n': n})\n"
-        "    return {'n': n}\n")
+        "    return {'n': n}\n", trigger=True)
     name = unique("snap")
     flow_factory(name, f"""  - id: count
     component: {counter}
