@@ -7,7 +7,6 @@ import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import docker
 import docker.errors
@@ -182,9 +181,6 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
-    def kill(self, name: str, signal: str = "SIGKILL") -> None:
-        self.api.kill(name, signal=signal)
-
     def restart(self, name: str, grace: float = 10) -> None:
         self.api.restart(name, timeout=int(grace))
 
@@ -217,9 +213,6 @@ class Engine:
                 return None
             extracted = tar.extractfile(member)
             return extracted.read() if extracted else None
-
-    def events(self, filters: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        return self.api.events(decode=True, filters=dict(filters))  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ networks
 

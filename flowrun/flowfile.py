@@ -212,8 +212,6 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "dict[str,str]", "none", "float", "int"):
-            continue  # pydantic's union-branch names are not user keys
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -29,7 +29,7 @@ from flowrun.events import (
     StepLog,
     StepPhase,
 )
-from flowrun.plan import Plan
+from flowrun.plan import MAPPER_COMPONENT_DIR, Plan
 from flowrun.reconcile import Action, ActionType, changes, plan_text, reconcile
 from flowrun.runtime import DEFAULT_GRACE, Executor
 
@@ -284,4 +284,4 @@ class Supervisor:
 
 
 def _is_builtin(path: Path) -> bool:
-    return "builtin" in path.parts and "flowrun" in path.parts
+    return path == MAPPER_COMPONENT_DIR.resolve()

@@ -20,17 +20,16 @@ HISTORY = [
 ]
 
 
-def state() -> FlowState:
-    return FlowState("orders", 0.0, {"fetch": StepState("fetch", "trigger")})
+def feed(renderer: PlainRenderer | JsonRenderer) -> None:
+    s = FlowState("orders", 0.0, {"fetch": StepState("fetch", "trigger")})
+    renderer.begin(s)
+    for t, event in HISTORY:
+        renderer.event(event, s, t)
 
 
 def test_plain_renderer_prints_one_line_per_change() -> None:
     out = io.StringIO()
-    r = PlainRenderer(out)
-    s = state()
-    r.begin(s)
-    for t, event in HISTORY:
-        r.event(event, s, t)
+    feed(PlainRenderer(out))
     assert out.getvalue().splitlines() == [
         "flowrun: orders: 1 real steps",
         "[   0.0s] fetch                        building (shop)",
@@ -44,11 +43,7 @@ def test_plain_renderer_prints_one_line_per_change() -> None:
 
 def test_json_renderer_emits_one_object_per_event() -> None:
     out = io.StringIO()
-    r = JsonRenderer(out)
-    s = state()
-    r.begin(s)
-    for t, event in HISTORY:
-        r.event(event, s, t)
+    feed(JsonRenderer(out))
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert records[0] == {"event": "begin", "flow": "orders", "steps": ["fetch"]}
     assert [r["event"] for r in records[1:]] == ["phase", "build", "phase", "log", "phase",
