@@ -254,7 +254,7 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
     flowrun("up", "-d", str(e2e_flow))
     base_lat, _ = baseline_roundtrip(n_latency, 100)
     # A hop: into the mapper's queue, through the mapper, out on its routing key.
-    hop_lat, _ = through("bench-hop", "mapper-s0-s1", n_latency, 100)
+    hop_lat, _ = through("bench-hop", "mapper.s0.s1", n_latency, 100)
     e2e_lat, _ = through("bench-e2e", "s2", n_latency, 100)
     _, base_elapsed = baseline_roundtrip(n_throughput, None)
     got, elapsed = through("bench-e2e", "s2", n_throughput, None)
@@ -338,7 +338,7 @@ def redeploy(engine: Engine, tmp: Path, runs: int) -> dict[str, Any]:
                     lambda line: None)
         base.append(time.perf_counter() - started)
         engine.remove_image(f"flowrun-bench-build:{revision}")
-    idle = engine.api.stats("flowrun-bench-redeploy-mapper-s0-s1", stream=False)
+    idle = engine.api.stats("flowrun.bench-redeploy.mapper.s0.s1", stream=False)
     rss_step = idle["memory_stats"].get("usage", 0) / 1024 / 1024
     proc.terminate()
     proc.wait(timeout=60)

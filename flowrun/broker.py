@@ -1,8 +1,14 @@
-"""The broker: one RabbitMQ container per Docker host, a vhost and a user per flow.
+"""The broker: one RabbitMQ container per Docker host, a vhost per flow, a user per step.
 
 Vhosts, users and counters go through the management HTTP API (one Erlang VM
 start per `rabbitmqctl` call would cost seconds); queues and bindings go over
 AMQP, where each declaration is one round trip.
+
+Isolation: the broker sits only on networks flowrun made (its own, whose
+ports are published on loopback, and each flow's), never on Docker's default
+bridge. Each step logs in as its own user, who may read its own input and
+snapshot queues, publish to its flow's exchange with its own routing keys
+only, and configure (declare, purge, delete) nothing.
 """
 
 from __future__ import annotations
@@ -12,23 +18,26 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 
-from flowrun import labels
+from flowrun import labels, names
 from flowrun.engine import ContainerSpec, Engine
 from flowrun.errors import FlowFailed
 from flowrun.plan import Plan
 
-BROKER_NAME = "flowrun-broker"
+BROKER_NAME = names.BROKER_CONTAINER
 DEFAULT_BROKER_IMAGE = "flowrun/rabbitmq:bookworm"
 ADMIN_USER = "flowrun-admin"
 ADMIN_PASS_ENV = "FLOWRUN_BROKER_ADMIN_PASS"
@@ -36,6 +45,15 @@ ADMIN_PASS_ENV = "FLOWRUN_BROKER_ADMIN_PASS"
 # deliveries (quorum queues count them for us, across consumer crashes).
 DELIVERY_LIMIT = 5
 REBOUND_DELAY_MS = 1000
+# The broker's container limit, and the share of it at which RabbitMQ stops
+# accepting publishes (its memory alarm) rather than being killed by the kernel.
+BROKER_MEMORY = "1g"
+BROKER_MEMORY_WATERMARK = "600MB"
+# What the broker accepts in one message; `flowrun send` checks against it first.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+OUTPUT_KEEP = 1000  # the last step's latest outputs kept in `<flow>:output`
+LIVE_TTL_MS = 60_000
+API_WORKERS = 8
 
 # The same start command works for the Debian-built image and the official one:
 # write the config from the environment, then exec the server itself as PID 1, as
@@ -47,6 +65,8 @@ _START = (
     '"default_pass = $FLOWRUN_BROKER_ADMIN_PASS" '
     '"default_user_tags.administrator = true" '
     '"loopback_users = none" '
+    f'"max_message_size = {MAX_MESSAGE_BYTES}" '
+    f'"vm_memory_high_watermark.absolute = {BROKER_MEMORY_WATERMARK}" '
     '"management.tcp.port = 15672" > /etc/rabbitmq/rabbitmq.conf '
     '&& { echo "[rabbitmq_management]." > /etc/rabbitmq/enabled_plugins 2>/dev/null || true; } '
     "&& if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; "
@@ -58,6 +78,10 @@ def broker_image() -> str:
     return os.environ.get("FLOWRUN_BROKER_IMAGE", DEFAULT_BROKER_IMAGE)
 
 
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
 @dataclass(frozen=True)
 class Broker:
     amqp_port: int
@@ -65,29 +89,23 @@ class Broker:
     admin_pass: str
     host: str = "127.0.0.1"
 
-    def flow_password(self, flow: str) -> str:
-        """Stable per flow, so the same `up` twice gives the same container config."""
-        return hmac.new(self.admin_pass.encode(), flow.encode(), hashlib.sha256).hexdigest()[:32]
+    def step_password(self, flow: str, step: str) -> str:
+        """Stable per step, so the same `up` twice gives the same container config."""
+        material = f"{flow}\0{step}".encode()
+        return hmac.new(self.admin_pass.encode(), material, hashlib.sha256).hexdigest()[:32]
 
-    @staticmethod
-    def flow_user(flow: str) -> str:
-        return f"flow-{flow}"
-
-    @staticmethod
-    def vhost(flow: str) -> str:
-        return f"flowrun-{flow}"
-
-    def container_uri(self, flow: str) -> str:
-        """As step containers reach the broker: by its alias on the flow's network."""
-        user = self.flow_user(flow)
-        vhost = urllib.parse.quote(self.vhost(flow), safe="")
-        return f"amqp://{user}:{self.flow_password(flow)}@broker:5672/{vhost}"
+    def step_uri(self, flow: str, step: str) -> str:
+        """As a step container reaches the broker: by its alias on the flow's network."""
+        user = _q(names.step_user(flow, step))
+        return (f"amqp://{user}:{self.step_password(flow, step)}@{names.BROKER_ALIAS}:5672/"
+                f"{_q(names.vhost(flow))}")
 
     def host_parameters(self, flow: str) -> pika.ConnectionParameters:
         return pika.ConnectionParameters(
-            host=self.host, port=self.amqp_port, virtual_host=self.vhost(flow),
+            host=self.host, port=self.amqp_port, virtual_host=names.vhost(flow),
             credentials=pika.PlainCredentials(ADMIN_USER, self.admin_pass),
             heartbeat=60, blocked_connection_timeout=60, connection_attempts=3, retry_delay=0.5,
+            socket_timeout=5, stack_timeout=15,
         )
 
     def connect(self, flow: str) -> pika.BlockingConnection:
@@ -118,70 +136,138 @@ class Broker:
             return False
 
     def queues(self, flow: str) -> dict[str, dict[str, Any]]:
-        vhost = urllib.parse.quote(self.vhost(flow), safe="")
         try:
-            return {q["name"]: q for q in self.api("GET", f"queues/{vhost}")}
+            return {q["name"]: q for q in self.api("GET", f"queues/{_q(names.vhost(flow))}")}
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return {}
             raise
 
-    def vhosts(self) -> list[str]:
-        return [v["name"] for v in self.api("GET", "vhosts")]
+    def has_flow(self, flow: str) -> bool:
+        try:
+            self.api("GET", f"vhosts/{_q(names.vhost(flow))}")
+            return True
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return False
+            raise
 
-    def ensure_flow(self, flow: str) -> None:
-        vhost = urllib.parse.quote(self.vhost(flow), safe="")
-        user = urllib.parse.quote(self.flow_user(flow), safe="")
+    def ensure_flow(self, flow: str, steps: Iterable[str]) -> None:
+        """The flow's vhost, and for each step a user who may do what that step does."""
+        vhost = _q(names.vhost(flow))
         self.api("PUT", f"vhosts/{vhost}", {})
-        self.api("PUT", f"users/{user}", {"password": self.flow_password(flow), "tags": ""})
-        everything = {"configure": ".*", "write": ".*", "read": ".*"}
-        self.api("PUT", f"permissions/{vhost}/{user}", everything)
-        self.api("PUT", f"permissions/{vhost}/{ADMIN_USER}", everything)
+        self.api("PUT", f"permissions/{vhost}/{ADMIN_USER}",
+                 {"configure": ".*", "write": ".*", "read": ".*"})
+        exchange = names.exchange(flow)
+
+        def one(step: str) -> None:
+            user = _q(names.step_user(flow, step))
+            self.api("PUT", f"users/{user}",
+                     {"password": self.step_password(flow, step), "tags": ""})
+            self.api("PUT", f"permissions/{vhost}/{user}", {
+                "configure": "^$",
+                "write": f"^{re.escape(exchange)}$",
+                "read": names.step_read_pattern(flow, step),
+            })
+            # Topic authorisation: on the flow's exchange, only its own routing keys.
+            self.api("PUT", f"topic-permissions/{vhost}/{user}", {
+                "exchange": exchange,
+                "write": names.step_key_pattern(flow, step),
+                "read": "^$",
+            })
+
+        with ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="users") as pool:
+            list(pool.map(one, steps))
+
+    def bindings(self, flow: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"bindings/{_q(names.vhost(flow))}") or [])
 
     def purge_flow(self, flow: str) -> None:
-        for path in (f"vhosts/{urllib.parse.quote(self.vhost(flow), safe='')}",
-                     f"users/{urllib.parse.quote(self.flow_user(flow), safe='')}"):
-            try:
-                self.api("DELETE", path)
-            except urllib.error.HTTPError as e:
-                if e.code != 404:
-                    raise
+        for user in self.api("GET", "users") or []:
+            if str(user.get("name", "")).startswith(f"{flow}."):
+                self._delete(f"users/{_q(user['name'])}")
+        self._delete(f"vhosts/{_q(names.vhost(flow))}")
+
+    def _delete(self, path: str) -> None:
+        try:
+            self.api("DELETE", path)
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
 
 
 def declare_topology(broker: Broker, plan: Plan) -> None:
-    """Exchange, one durable input queue per real step, error and dead-letter queues."""
-    connection = broker.connect(plan.flow)
+    """Every queue and binding of the flow, before any of its steps can publish.
+
+    A message published to a routing key no queue is bound to is confirmed by the
+    broker and dropped; so the whole topology exists first (and the sailors publish
+    with `mandatory`, so a message that still finds no queue comes back and is
+    retried rather than acked upstream). Bindings on the flow's exchange that the
+    plan does not have (a removed step's input) are taken away, so nothing keeps
+    filling a queue nobody reads.
+    """
+    flow = plan.flow
+    exchange = names.exchange(flow)
+    wanted: set[tuple[str, str]] = set()
+    connection = broker.connect(flow)
     try:
         ch = connection.channel()
-        ch.exchange_declare(plan.flow, exchange_type="topic", durable=True)
+        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+
+        def bind(queue: str, key: str) -> None:
+            ch.queue_bind(queue, exchange, routing_key=key)
+            wanted.add((queue, key))
+
         ch.queue_declare(plan.error_queue, durable=True, arguments={"x-queue-type": "quorum"})
-        ch.queue_bind(plan.error_queue, plan.flow, routing_key=f"{plan.flow}.*.error")
+        bind(plan.error_queue, names.any_step_key(flow, "error"))
         ch.queue_declare(plan.dead_letter_queue, durable=True,
                          arguments={"x-queue-type": "quorum"})
+        ch.queue_declare(names.live_queue(flow), durable=True, arguments={
+            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
+            "x-message-ttl": LIVE_TTL_MS})
+        bind(names.live_queue(flow), names.any_step_key(flow, "live"))
+        # The last step's outputs have no next step: they are kept, bounded, here.
+        ch.queue_declare(names.output_queue(flow), durable=True, arguments={
+            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})
+        bind(names.output_queue(flow), plan.steps[-1].routes.data)
         for step in plan.steps:
             r = step.routes
             # Only the latest snapshot matters: a one-message queue that drops the older.
             ch.queue_declare(r.snapshot_queue, durable=True,
                              arguments={"x-max-length": 1, "x-overflow": "drop-head"})
-            ch.queue_bind(r.snapshot_queue, plan.flow, routing_key=r.snapshot)
-            if r.input_queue is None or r.listens_to is None:
+            bind(r.snapshot_queue, r.snapshot)
+            if r.input_queue is None or r.listens_to is None or r.rebound_queue is None:
                 continue
-            args = {
+            ch.queue_declare(r.input_queue, durable=True, arguments={
                 "x-queue-type": "quorum",
                 "x-delivery-limit": DELIVERY_LIMIT,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": plan.dead_letter_queue,
-            }
-            ch.queue_declare(r.input_queue, durable=True, arguments=args)
-            ch.queue_bind(r.input_queue, plan.flow, routing_key=r.listens_to)
+            })
+            bind(r.input_queue, r.listens_to)
             # A rebound waits here, then dead-letters back into the step's input.
-            ch.queue_declare(f"{r.input_queue}:rebound", durable=True, arguments={
+            ch.queue_declare(r.rebound_queue, durable=True, arguments={
                 "x-message-ttl": REBOUND_DELAY_MS,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": r.input_queue,
             })
+            bind(r.rebound_queue, r.rebound)
+        for b in broker.bindings(flow):
+            if b.get("source") != exchange or b.get("destination_type") != "queue":
+                continue
+            queue, key = b["destination"], b["routing_key"]
+            if (queue, key) not in wanted and queue.startswith(f"{flow}:") and (
+                _is_ours(flow, queue)
+            ):
+                ch.queue_unbind(queue, exchange, routing_key=key)
     finally:
         connection.close()
+
+
+def _is_ours(flow: str, queue: str) -> bool:
+    """Queues flowrun declares (a test's or a person's own tap queue is left alone)."""
+    return queue.endswith((":messages", ":snapshot", ":rebound")) or queue in (
+        names.error_queue(flow), names.output_queue(flow), names.live_queue(flow))
 
 
 def find_broker(engine: Engine) -> Broker | None:
@@ -214,6 +300,9 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
                 f"the broker image {image} is missing; run `make images` "
                 "(scripts/build-base-images) to build it without a registry"
             )
+        # Its own network, never Docker's default bridge: on that, any container
+        # could reach the broker's ports directly.
+        engine.ensure_network(names.BROKER_NETWORK, {labels.ROLE: labels.ROLE_BROKER})
         engine.run(ContainerSpec(
             name=BROKER_NAME, image=image, hostname=BROKER_NAME,
             env={"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
@@ -225,6 +314,8 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],
             user="rabbitmq",
+            network=names.BROKER_NETWORK,
+            memory=BROKER_MEMORY,
             # Loopback only: the host reaches it, nothing else does.
             ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
             hardened=False,

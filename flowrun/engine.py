@@ -6,14 +6,15 @@ import io
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import docker
 import docker.errors
 from docker.types import LogConfig
 
 from flowrun import labels
-from flowrun.errors import BuildFailed, EngineUnavailable
+from flowrun.errors import BuildFailed, EngineError, EngineUnavailable
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class ContainerSpec:
     ports: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
     restart: bool = True
     hardened: bool = True
+    pids_limit: int | None = None
+    # Written into the container before it starts: path -> (content, mode), owned by
+    # `files_owner`. How a step gets its config without the environment or argv.
+    files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
+    files_owner: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,7 @@ class Engine:
             log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
             security_opt=["no-new-privileges"] if spec.hardened else None,
             cap_drop=["ALL"] if spec.hardened else None,
+            pids_limit=spec.pids_limit,
         )
         networking = None
         if spec.network:
@@ -165,6 +172,8 @@ class Engine:
             user=spec.user, command=spec.command, hostname=spec.hostname,
             ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in spec.ports] or None,
         )
+        if spec.files:
+            self.api.put_archive(created["Id"], "/", _tar(spec.files, spec.files_owner))
         self.api.start(created["Id"])
         return str(created["Id"])
 
@@ -216,12 +225,15 @@ class Engine:
 
     # ------------------------------------------------------------ networks
 
-    def ensure_network(self, name: str, flow: str) -> None:
+    def ensure_network(self, name: str, network_labels: Mapping[str, str],
+                       internal: bool = False) -> None:
+        """Create the network unless it exists. Callers hold the flow's lock: Docker
+        itself lets two concurrent creates make two networks with one name."""
         if self.api.networks(names=[name]):
             return
         try:
-            self.api.create_network(name, driver="bridge", labels={labels.FLOW: flow},
-                                    check_duplicate=True)
+            self.api.create_network(name, driver="bridge", labels=dict(network_labels),
+                                    internal=internal, check_duplicate=True)
         except docker.errors.APIError as e:
             if "already exists" not in str(e):
                 raise
@@ -234,18 +246,102 @@ class Engine:
                 raise
 
     def remove_network(self, name: str) -> None:
+        """Remove every network of that exact name (there may be duplicates left by an
+        older flowrun), disconnecting whatever is still attached (the broker)."""
         for net in self.api.networks(names=[name]):
-            details = self.api.inspect_network(net["Id"])
-            for cid in (details.get("Containers") or {}):
+            if net.get("Name") != name:
+                continue  # Docker's name filter matches substrings
+            for attempt in range(20):
                 try:
-                    self.api.disconnect_container_from_network(cid, net["Id"], force=True)
-                except docker.errors.APIError:
-                    pass
-            try:
-                self.api.remove_network(net["Id"])
-            except docker.errors.NotFound:
-                pass
+                    details = self.api.inspect_network(net["Id"])
+                except docker.errors.NotFound:
+                    break
+                for cid in (details.get("Containers") or {}):
+                    try:
+                        self.api.disconnect_container_from_network(cid, net["Id"], force=True)
+                    except docker.errors.APIError:
+                        pass
+                try:
+                    self.api.remove_network(net["Id"])
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError as e:
+                    # "has active endpoints": a container is still being torn down.
+                    if attempt == 19:
+                        raise EngineError(f"cannot remove network {name}: {e.explanation}")
+                    time.sleep(0.25)
 
     def networks(self, flow: str | None = None) -> list[str]:
         filters = {"label": [labels.FLOW if flow is None else f"{labels.FLOW}={flow}"]}
         return [n["Name"] for n in self.api.networks(filters=filters)]
+
+    # ------------------------------------------------------------ volumes (records)
+
+    def put_record(self, name: str, record_labels: Mapping[str, str]) -> None:
+        """An empty volume that carries `record_labels`; replaced when they change."""
+        try:
+            current = self.api.inspect_volume(name)
+            if (current.get("Labels") or {}) == dict(record_labels):
+                return
+            self.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+        self.api.create_volume(name, labels=dict(record_labels))
+
+    def get_record(self, name: str) -> dict[str, str] | None:
+        try:
+            return dict(self.api.inspect_volume(name).get("Labels") or {})
+        except docker.errors.NotFound:
+            return None
+
+    def records(self, label: str) -> list[dict[str, str]]:
+        found = self.api.volumes(filters={"label": [label]}).get("Volumes") or []
+        return [dict(v.get("Labels") or {}) for v in found]
+
+    def remove_record(self, name: str) -> None:
+        try:
+            self.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    # ------------------------------------------------------------ events
+
+    def last_exit(self, container_id: str, since: datetime | None) -> tuple[int, bool] | None:
+        """(exit code, out of memory) of the container's last death, from Docker's
+        events. Its inspect data cannot tell: a restart resets ExitCode to 0."""
+        until = datetime.now(UTC)
+        start = since or (until - timedelta(hours=1))
+        code: int | None = None
+        oom = False
+        try:
+            for event in self.api.events(since=start, until=until, decode=True,
+                                         filters={"container": container_id,
+                                                  "event": ["die", "oom"]}):
+                if event.get("status") == "oom" or event.get("Action") == "oom":
+                    oom = True
+                    continue
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                if "exitCode" in attributes:
+                    code = int(attributes["exitCode"])
+                    oom = oom or code == 137 and attributes.get("oomKilled") == "true"
+        except docker.errors.APIError:
+            return None
+        return None if code is None else (code, oom)
+
+
+def _tar(files: Mapping[str, tuple[bytes, int]], owner: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        made: set[str] = set()
+        for path, (content, mode) in sorted(files.items()):
+            parent = path.strip("/").rsplit("/", 1)[0]
+            if parent and parent not in made:
+                made.add(parent)
+                info = tarfile.TarInfo(parent)
+                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o500, owner, owner
+                tar.addfile(info)
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode, info.uid, info.gid = len(content), mode, owner, owner
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()

@@ -5,6 +5,7 @@
     │   ├── FlowFileError        flow.yaml: syntax, schema, names, interpolation
     │   └── ComponentError       component.json, main files, functions
     ├── EngineUnavailable        exit 3: no Docker engine answers
+    ├── EngineError              exit 1: Docker refused something flowrun asked for
     ├── BuildFailed              exit 1: a component image did not build
     └── FlowFailed               exit 1: a step never became live, or a wait timed out
 """
@@ -30,6 +31,10 @@ class ComponentError(BadInput):
 
 class EngineUnavailable(FlowrunError):
     exit_code = 3
+
+
+class EngineError(FlowrunError):
+    pass
 
 
 class BuildFailed(FlowrunError):

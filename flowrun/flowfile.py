@@ -21,6 +21,10 @@ from flowrun.errors import FlowFileError
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
 STEP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]?$"
+# A flow file is a few kilobytes; these caps keep a hostile or broken one (a huge
+# file, YAML aliases expanding exponentially) from costing more than a moment.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
 
 
 class StepSpec(BaseModel):
@@ -54,6 +58,13 @@ class LoadedFlow:
     spec: FlowSpec
     path: Path
     lines: dict[Path_, int] = field(default_factory=dict)
+    # Where a ${VAR} was substituted: such values are masked wherever printed.
+    interpolated: frozenset[Path_] = frozenset()
+
+    def from_env(self, *loc: str | int) -> frozenset[Path_]:
+        """The interpolated places under `loc`, relative to it."""
+        n = len(loc)
+        return frozenset(p[n:] for p in self.interpolated if p[:n] == tuple(loc))
 
     @property
     def directory(self) -> Path:
@@ -96,6 +107,7 @@ def _compose(text: str, path: Path) -> yaml.Node | None:
         raise FlowFileError(f"{path}: YAML syntax error: {e}") from None
 
 
+_INTERP_VAR = re.compile(r"\$\{[A-Za-z_]")
 _INTERP = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
 
 
@@ -128,9 +140,56 @@ def _construct(node: yaml.Node) -> Any:
     return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
-def _to_python(node: yaml.Node, loc: Path_, lines: dict[Path_, int], path: Path,
-               env: Mapping[str, str]) -> Any:
+@dataclass
+class _Walk:
+    """State of one walk over the composed YAML graph."""
+
+    path: Path
+    env: Mapping[str, str]
+    lines: dict[Path_, int] = field(default_factory=dict)
+    interpolated: set[Path_] = field(default_factory=set)
+    nodes: int = 0
+    open: set[int] = field(default_factory=set)  # ids of the nodes being walked
+
+    def visit(self, node: yaml.Node) -> None:
+        # An alias is the same node object met again: a graph, not a tree. Walked as
+        # a tree it can grow exponentially ("billion laughs") or loop forever.
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise FlowFileError(
+                f"{self.path}:{node.start_mark.line + 1}: the flow file expands to more than "
+                f"{MAX_NODES:,} values (YAML aliases?); write it out without nested aliases"
+            )
+        if id(node) in self.open:
+            raise FlowFileError(
+                f"{self.path}:{node.start_mark.line + 1}: a YAML alias refers to itself; "
+                "remove the recursive alias"
+            )
+
+
+def _to_python(node: yaml.Node, loc: Path_, walk: _Walk) -> Any:
+    walk.visit(node)
+    lines, path, env = walk.lines, walk.path, walk.env
     lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        walk.open.add(id(node))
+        try:
+            return _collection(node, loc, walk)
+        finally:
+            walk.open.discard(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        value = _construct(node)
+        if isinstance(value, str) and "$" in value:
+            substituted = interpolate(value, env, f"{path}:{node.start_mark.line + 1}")
+            if _INTERP_VAR.search(value):
+                walk.interpolated.add(loc)
+            return substituted
+        return value
+    raise FlowFileError(f"{path}:{node.start_mark.line + 1}: unsupported YAML here")
+
+
+def _collection(node: yaml.Node, loc: Path_, walk: _Walk) -> Any:
+    lines, path = walk.lines, walk.path
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -145,17 +204,10 @@ def _to_python(node: yaml.Node, loc: Path_, lines: dict[Path_, int], path: Path,
                     f"{path}:{key_node.start_mark.line + 1}: key '{key}' appears twice; "
                     "keep one of them"
                 )
-            out[key] = _to_python(value_node, (*loc, key), lines, path, env)
+            out[key] = _to_python(value_node, (*loc, key), walk)
             lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(n, (*loc, i), lines, path, env) for i, n in enumerate(node.value)]
-    if isinstance(node, yaml.ScalarNode):
-        value = _construct(node)
-        if isinstance(value, str) and "$" in value:
-            return interpolate(value, env, f"{path}:{node.start_mark.line + 1}")
-        return value
-    raise FlowFileError(f"{path}:{node.start_mark.line + 1}: unsupported YAML here")
+    return [_to_python(n, (*loc, i), walk) for i, n in enumerate(node.value)]
 
 
 # ---------------------------------------------------------------- validation errors
@@ -176,7 +228,7 @@ _TYPE_NAMES = {
 }
 
 
-def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+def _describe(err: Mapping[str, Any], model: type[BaseModel], secret: bool = False) -> str:
     loc = err["loc"]
     kind = err["type"]
     dotted = _dotted(loc)
@@ -190,9 +242,13 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
             return f"unknown key '{last}'; did you mean '{close[0]}'?"
         return f"unknown key '{last}'; remove it (allowed here: {', '.join(allowed)})"
     if kind == "string_pattern_mismatch":
-        value = err.get("input")
+        value = "the value from ${...}" if secret else repr(err.get("input"))
+        if last == "id" and not secret and "." in str(err.get("input")):
+            return (f"{dotted}: {value} is not a valid id: '.' is kept for injected mapper "
+                    "steps (mapper.<before>.<after>), so no visible id can clash with one; "
+                    "use '-' or '_'")
         hint = _FIELD_HINTS.get(last, "see the flow file format in the README")
-        return f"{dotted}: {value!r} is not a valid {last}; use {hint}"
+        return f"{dotted}: {value} is not a valid {last}; use {hint}"
     if kind == "literal_error" and last == "version":
         return f"version: {err.get('input')!r} is not supported; write 'version: 1'"
     if kind == "too_short" and last == "steps":
@@ -239,6 +295,12 @@ def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
     """Read, interpolate and validate a flow file; raise FlowFileError on any mistake."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES and path.is_file():
+            raise FlowFileError(
+                f"{path}: the flow file is {size / 1024 / 1024:.1f} MiB; flow files are "
+                f"limited to {MAX_FILE_BYTES // 1024 // 1024} MiB: move data out of it"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FlowFileError(f"{path}: no such flow file; check the path") from None
@@ -254,8 +316,9 @@ def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
         raise FlowFileError(
             f"{path}: the flow file is empty; see sample_flows/ for one to start from"
         )
-    lines: dict[Path_, int] = {}
-    data = _to_python(node, (), lines, path, env)
+    walk = _Walk(path, env)
+    data = _to_python(node, (), walk)
+    lines = walk.lines
     if not isinstance(data, dict):
         raise FlowFileError(
             f"{path}:{node.start_mark.line + 1}: the flow file must be a mapping with "
@@ -269,5 +332,8 @@ def load_flow(path: str | Path, env: Mapping[str, str]) -> LoadedFlow:
         err = errors[0]
         loc = _clean_loc(tuple(err["loc"]))
         cleaned = {**err, "loc": loc}
-        raise FlowFileError(f"{_where(path, lines, loc)}: {_describe(cleaned, FlowSpec)}") from None
-    return LoadedFlow(spec=spec, path=path, lines=lines)
+        secret = loc in walk.interpolated
+        raise FlowFileError(
+            f"{_where(path, lines, loc)}: {_describe(cleaned, FlowSpec, secret)}") from None
+    return LoadedFlow(spec=spec, path=path, lines=lines,
+                      interpolated=frozenset(walk.interpolated))

@@ -13,14 +13,9 @@ COMPONENT = f"{PREFIX}.component"
 FUNCTION = f"{PREFIX}.function"
 SOURCE = f"{PREFIX}.source"
 ROLE = f"{PREFIX}.role"
+STEPS = f"{PREFIX}.steps"  # on the flow's record: its real steps, as JSON
 
 ROLE_BROKER = "broker"
 ROLE_STEP = "step"
+ROLE_RECORD = "record"
 
-
-def container_name(flow: str, step: str) -> str:
-    return f"flowrun-{flow}-{step}"
-
-
-def network_name(flow: str) -> str:
-    return f"flowrun-{flow}"

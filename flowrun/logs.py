@@ -7,7 +7,7 @@ import sys
 import threading
 from datetime import datetime
 
-from flowrun import labels
+from flowrun import labels, names
 from flowrun.engine import Engine
 from flowrun.errors import BadInput
 from flowrun.events import StepLog
@@ -27,7 +27,7 @@ def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,
     out = sys.stdout
     if not follow:
         for s in chosen:
-            for line in engine.logs(labels.container_name(flow, s), tail=tail, since=since,
+            for line in engine.logs(names.container(flow, s), tail=tail, since=since,
                                     timestamps=timestamps):
                 out.write((prefix(s) if many else "") + line + "\n")
         out.flush()
@@ -37,10 +37,10 @@ def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,
     stop = threading.Event()
     for s in chosen:
         if tail != "all" or since is not None:
-            for line in engine.logs(labels.container_name(flow, s), tail=tail, since=since,
+            for line in engine.logs(names.container(flow, s), tail=tail, since=since,
                                     timestamps=timestamps):
                 out.write((prefix(s) if many else "") + line + "\n")
-        Follower(engine, labels.container_name(flow, s), s, lines.put, stop,
+        Follower(engine, names.container(flow, s), s, lines.put, stop,
                  from_now=tail != "all" or since is not None, timestamps=timestamps,
                  outlive=True).start()
     try:

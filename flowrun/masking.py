@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 MASK = "***"
@@ -18,10 +19,16 @@ def is_secret_key(key: str) -> bool:
     return any(word in k for word in _SECRET_WORDS) or k.endswith(_SECRET_SUFFIXES)
 
 
-def mask(value: Any) -> Any:
-    """A copy of `value` with every secret-looking key's value replaced by ***."""
+def mask(value: Any, from_env: Collection[tuple[str | int, ...]] = (),
+         at: tuple[str | int, ...] = ()) -> Any:
+    """A copy of `value` with every secret-looking key's value replaced by ***, and
+    every value that came from a ${VAR} (its place, relative to `value`, is in
+    `from_env`): a variable is where people put what they do not write down."""
+    if at in from_env:
+        return MASK
     if isinstance(value, dict):
-        return {k: MASK if is_secret_key(str(k)) else mask(v) for k, v in value.items()}
+        return {k: MASK if is_secret_key(str(k)) else mask(v, from_env, (*at, str(k)))
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [mask(v) for v in value]
+        return [mask(v, from_env, (*at, i)) for i, v in enumerate(value)]
     return value

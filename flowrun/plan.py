@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonata
 
+from flowrun import names
 from flowrun.component import Component, FunctionType, load_component
 from flowrun.errors import FlowFileError
 from flowrun.flowfile import LoadedFlow, StepSpec
@@ -25,6 +26,9 @@ from flowrun.masking import mask
 MAPPER_COMPONENT_DIR = Path(__file__).parent / "builtin" / "mapper"
 DEFAULT_MEMORY = "256m"
 DEFAULT_TRIGGER_INTERVAL = 1.0
+# Inside every step container: {"cfg": ..., "amqp_uri": ...}, mode 0400, owned by the
+# step's user (see runtime.step_spec).
+STEP_FILE = "/etc/flowrun/step.json"
 
 
 class StepKind(StrEnum):
@@ -45,6 +49,7 @@ class Routes:
     snapshot: str
     rebound: str
     snapshot_queue: str  # keeps the step's latest snapshot across restarts
+    rebound_queue: str | None  # holds a rebound message a while, then back to the input
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,16 @@ class RealStep:
     interval: float | None
     revision: str
     visible_index: int | None = None  # index in the flow file; None for a mapper
+    # The config as it may be printed: secret-looking keys and ${VAR} values masked.
+    shown_config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
-        return f"flowrun-{self.component.name}:{self.revision}"
+        return names.image(self.component.name, self.revision)
 
     def env(self, flow: str) -> dict[str, str]:
-        """The container's environment, without the broker URI (secret, added at start)."""
+        """The container's environment: names and routes only. The config and the
+        broker URI (secrets) reach the step in STEP_FILE, readable by its user alone."""
         r = self.routes
         env = {
             "ELASTICIO_FLOW_ID": flow,
@@ -78,7 +86,7 @@ class RealStep:
             "ELASTICIO_REBOUND_ROUTING_KEY": r.rebound,
             "FLOWRUN_KIND": self.kind.value,
             "FLOWRUN_SNAPSHOT_QUEUE": r.snapshot_queue,
-            "FLOWRUN_CFG": json.dumps(self.config, sort_keys=True),
+            "FLOWRUN_STEP_FILE": STEP_FILE,
         }
         if r.input_queue:
             env["ELASTICIO_LISTEN_MESSAGES_ON"] = r.input_queue
@@ -88,7 +96,7 @@ class RealStep:
 
     def config_hash(self, flow: str) -> str:
         """Covers what changes the container apart from its image (compose's idea)."""
-        material = {"env": self.env(flow), "memory": self.memory}
+        material = {"env": self.env(flow), "memory": self.memory, "config": self.config}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -132,43 +140,47 @@ class Plan:
                     "function": s.function,
                     "revision": s.revision,
                     "image": s.image,
-                    "config": mask(dict(s.config)),
+                    "config": s.shown_config,
                     "input_queue": s.routes.input_queue,
                     "listens_to": s.routes.listens_to,
                     "data_routing_key": s.routes.data,
                     "memory": s.memory,
                     "config_hash": s.config_hash(self.flow),
-                    "env": {k: v for k, v in s.env(self.flow).items() if k != "FLOWRUN_CFG"},
+                    "env": s.env(self.flow),
                 }
                 for s in self.steps
             ],
         }
 
 
-def mapper_id(before: str, after: str) -> str:
-    return f"mapper-{before}-{after}"
-
-
 def routes_for(flow: str, step_id: str, previous: str | None) -> Routes:
     return Routes(
-        exchange=flow,
-        input_queue=f"{flow}:{step_id}:messages" if previous else None,
-        listens_to=f"{flow}.{previous}.message" if previous else None,
-        data=f"{flow}.{step_id}.message",
-        error=f"{flow}.{step_id}.error",
-        snapshot=f"{flow}.{step_id}.snapshot",
-        rebound=f"{flow}.{step_id}.rebound",
-        snapshot_queue=f"{flow}:{step_id}:snapshot",
+        exchange=names.exchange(flow),
+        input_queue=names.input_queue(flow, step_id) if previous else None,
+        listens_to=names.data_key(flow, previous) if previous else None,
+        data=names.data_key(flow, step_id),
+        error=names.error_key(flow, step_id),
+        snapshot=names.snapshot_key(flow, step_id),
+        rebound=names.rebound_key(flow, step_id),
+        snapshot_queue=names.snapshot_queue(flow, step_id),
+        rebound_queue=names.rebound_queue(flow, step_id) if previous else None,
     )
 
 
-def check_mapping(mapping: dict[str, str] | str, where: str) -> None:
+def check_mapping(mapping: dict[str, str] | str, where: str,
+                  from_env: Collection[tuple[str | int, ...]] = ()) -> None:
     expressions = {"": mapping} if isinstance(mapping, str) else mapping
     for field_name, expression in expressions.items():
         try:
             jsonata.Jsonata(expression)
         except Exception as e:  # jsonata raises its own JException (a RuntimeError)
             target = f"map.{field_name}" if field_name else "map"
+            if (() if not field_name else (field_name,)) in from_env:
+                # Neither the expression nor jsonata's message (which quotes it) is shown.
+                raise FlowFileError(
+                    f"{where}: {target}: invalid JSONata (its value comes from ${{...}} and "
+                    "is not shown); fix the variable's value"
+                ) from None
             raise FlowFileError(
                 f"{where}: {target}: invalid JSONata {expression!r} ({e}); fix the expression"
             ) from None
@@ -198,13 +210,8 @@ def check_flow(flow: LoadedFlow, components: Mapping[int, Component]) -> None:
                 f"(also step {seen[step.id] + 1}); give each step its own id"
             )
         seen[step.id] = i
-    mapper_ids = {mapper_id(a.id, b.id) for a, b in zip(steps, steps[1:], strict=False)}
-    for i, step in enumerate(steps):
-        if step.id in mapper_ids:
-            raise FlowFileError(
-                f"{flow.step_where(i, 'id')}: step id '{step.id}' clashes with an injected "
-                "mapper step; rename it"
-            )
+    # Injected mapper ids (mapper.<before>.<after>) contain '.', which the id pattern
+    # keeps out of visible ids: real step ids are unique once visible ones are.
     for i, step in enumerate(steps):
         _check_function(flow, i, step, components[i])
         if step.map is not None:
@@ -213,7 +220,8 @@ def check_flow(flow: LoadedFlow, components: Mapping[int, Component]) -> None:
                     f"{flow.step_where(i, 'map')}: step '{step.id}': the first step cannot have "
                     "'map' (nothing comes before it); remove it"
                 )
-            check_mapping(step.map, f"{flow.step_where(i, 'map')}: step '{step.id}'")
+            check_mapping(step.map, f"{flow.step_where(i, 'map')}: step '{step.id}'",
+                          flow.from_env("steps", i, "map"))
         if step.interval is not None and i != 0:
             raise FlowFileError(
                 f"{flow.step_where(i, 'interval')}: step '{step.id}': 'interval' is for the "
@@ -251,12 +259,15 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
     previous: str | None = None
     for i, step in enumerate(flow.spec.steps):
         if previous is not None:
-            mid = mapper_id(previous, step.id)
+            mid = names.mapper_id(previous, step.id)
+            mapper_config = {"mapping": step.map} if step.map is not None else {}
             real.append(RealStep(
                 id=mid, kind=StepKind.MAPPER, component=mapper, function="map",
-                config={"mapping": step.map} if step.map is not None else {},
+                config=mapper_config,
                 routes=routes_for(name, mid, previous), memory=default_memory,
                 interval=None, revision=revisions[mapper.path],
+                shown_config=mask(mapper_config, {("mapping", *p)
+                                                  for p in flow.from_env("steps", i, "map")}),
             ))
             previous = mid
         component = components[i]
@@ -269,12 +280,13 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
             memory=step.memory or default_memory,
             interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
             revision=revisions[component.path], visible_index=i,
+            shown_config=mask(dict(step.config), flow.from_env("steps", i, "config")),
         ))
         previous = step.id
     unique = tuple({s.component.path: s.component for s in real}.values())
     return Plan(
         flow=name, source=flow.path, steps=tuple(real),
-        error_queue=f"{name}:errors", dead_letter_queue=f"{name}:dead",
+        error_queue=names.error_queue(name), dead_letter_queue=names.dead_letter_queue(name),
         components=unique,
     )
 

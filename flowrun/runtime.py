@@ -14,27 +14,34 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from flowrun import labels
+from flowrun import labels, names
 from flowrun.broker import BROKER_NAME, Broker, declare_topology, ensure_broker, find_broker
 from flowrun.engine import ContainerSpec, Engine
 from flowrun.errors import BuildFailed, FlowrunError
 from flowrun.events import ApplyDone, BuildOutput, Event, Notice, Phase, StepLog, StepPhase
 from flowrun.images import base_image, build_image
-from flowrun.plan import Plan, RealStep
+from flowrun.lock import FlowLock
+from flowrun.plan import STEP_FILE, Plan, RealStep, StepKind
 from flowrun.reconcile import Action, ActionType
 from flowrun.sailor import LIVE_MARKER, STATE_FILE
 
 START_WORKERS = 8
 DEFAULT_GRACE = 10.0
+# Steps run as a uid that no account of the host has: a host user cannot read a
+# step's /proc/<pid>/environ or its config file by sharing its uid.
+STEP_UID = 1_999_999
+# Processes and threads per step: room for real listeners, not for a fork bomb.
+STEP_PIDS_LIMIT = 512
 
 
 def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> ContainerSpec:
-    env = step.env(plan.flow)
-    env["ELASTICIO_AMQP_URI"] = broker.container_uri(plan.flow)
+    is_mapper = step.kind is StepKind.MAPPER
+    secret = json.dumps({"cfg": step.config, "amqp_uri": broker.step_uri(plan.flow, step.id)},
+                        sort_keys=True).encode()
     return ContainerSpec(
-        name=labels.container_name(plan.flow, step.id),
+        name=names.container(plan.flow, step.id),
         image=step.image,
-        env=env,
+        env=step.env(plan.flow),
         labels={
             labels.ROLE: labels.ROLE_STEP,
             labels.FLOW: plan.flow,
@@ -47,9 +54,14 @@ def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> Contain
             labels.FUNCTION: step.function,
             labels.SOURCE: str(plan.source.resolve()),
         },
-        network=labels.network_name(plan.flow),
+        # A mapper needs nothing but the broker: it sits on the flow's internal
+        # network, which leads nowhere else. Components keep their way out.
+        network=names.internal_network(plan.flow) if is_mapper else names.network(plan.flow),
         memory=step.memory,
-        user="1000:1000",
+        user=f"{STEP_UID}:{STEP_UID}",
+        pids_limit=STEP_PIDS_LIMIT,
+        files={STEP_FILE: (secret, 0o400)},
+        files_owner=STEP_UID,
     )
 
 
@@ -137,7 +149,8 @@ class LiveListener:
             connection = self.broker.connect(self.flow)
             channel = connection.channel()
             queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.queue_bind(queue_name, self.flow, routing_key=f"{self.flow}.*.live")
+            channel.queue_bind(queue_name, names.exchange(self.flow),
+                               routing_key=names.any_step_key(self.flow, "live"))
         except Exception as e:  # the log followers still see liveness, only later
             self.failed = e
             self.bound.set()
@@ -157,6 +170,22 @@ class LiveListener:
             return
 
 
+class Cancelled(FlowrunError):
+    """An apply stopped early because `up` was interrupted."""
+
+
+def record_labels(plan: Plan) -> dict[str, str]:
+    """What the flow's record volume says: its real steps, so a step removed by hand
+    still shows in `status` (as missing) rather than vanishing."""
+    return {
+        labels.FLOW: plan.flow,
+        labels.ROLE: labels.ROLE_RECORD,
+        labels.STEPS: json.dumps([[s.id, s.kind.value] for s in plan.steps],
+                                 separators=(",", ":")),
+        labels.SOURCE: str(plan.source.resolve()),
+    }
+
+
 class Executor:
     def __init__(self, engine: Engine, events: queue.Queue[Event]) -> None:
         self.engine = engine
@@ -165,6 +194,8 @@ class Executor:
         self.followers: dict[str, Follower] = {}
         self.broker: Broker | None = None
         self.listener: LiveListener | None = None
+        # Set by an interrupted `up`: what has not started yet is not started.
+        self.cancelled = threading.Event()
 
     def put(self, event: Event) -> None:
         self.events.put(event)
@@ -198,20 +229,26 @@ class Executor:
             self.put(ApplyDone(error=f"{type(e).__name__}: {e}"))
 
     def apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
+        with FlowLock(plan.flow, on_wait=lambda text: self.put(Notice(text, "warning"))):
+            self._apply(plan, actions, grace)
+
+    def _apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
         todo = {a.step: a for a in actions}
         to_start = [s for s in plan.steps
                     if todo.get(s.id) and todo[s.id].type in (ActionType.CREATE,
                                                                 ActionType.RECREATE)]
+        removals = [a.step for a in actions if a.type is ActionType.REMOVE]
         # Builds and the broker's boot overlap: both take seconds on a cold start.
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prepare") as pool:
             broker_future = pool.submit(self._ensure_broker)
             self._build_all(plan, to_start)
             self.broker = broker_future.result()
+        self._check_cancelled()
         for step in plan.steps:
             action = todo.get(step.id)
             if action and action.type is ActionType.KEEP:
                 self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
-                kept = self.engine.find(labels.container_name(plan.flow, step.id))
+                kept = self.engine.find(names.container(plan.flow, step.id))
                 if kept is not None:
                     # Its sailor's own record says whether it is live; its old log
                     # lines are history, so follow from now on.
@@ -219,34 +256,40 @@ class Executor:
                     if raw and json.loads(raw).get("live"):
                         self.put(StepPhase(step.id, Phase.LIVE))
                     self.follow(kept.id, step.id, from_now=True)
-        if not to_start and not any(a.type is ActionType.REMOVE for a in actions):
-            return
-        network = labels.network_name(plan.flow)
-        self.engine.ensure_network(network, plan.flow)
-        self.engine.connect(BROKER_NAME, network, ["broker"])
-        broker = self.broker
-
-        def prepare_flow() -> None:
-            broker.ensure_flow(plan.flow)
-            declare_topology(broker, plan)
-            if self.listener is None or not self.listener.thread.is_alive():
-                self.listener = LiveListener(broker, plan.flow, self.put,
-                                             self.stop_following).start()
-
-        # The flow's vhost, queues and listener are ready in a few tens of milliseconds,
-        # long before a starting container's sailor connects (and it retries if not):
-        # so containers start at the same time, not after.
+        flow = plan.flow
+        for network, internal in ((names.network(flow), False),
+                                  (names.internal_network(flow), True)):
+            self.engine.ensure_network(network, {labels.FLOW: flow}, internal=internal)
+            self.engine.connect(BROKER_NAME, network, [names.BROKER_ALIAS])
+        self.engine.put_record(names.record_volume(flow), record_labels(plan))
+        # Containers start while the flow's topology is declared, yet no step can
+        # publish before every queue and binding exists: the steps' broker users are
+        # made only after the topology (a sailor retries its login until then).
         index = {s.id: i for i, s in enumerate(plan.steps)}
-        removals = [a.step for a in actions if a.type is ActionType.REMOVE]
         with ThreadPoolExecutor(max_workers=START_WORKERS + 1,
                                 thread_name_prefix="start") as pool:
-            futures = [pool.submit(prepare_flow)]
+            futures = [pool.submit(self._prepare_flow, plan)]
             futures += [pool.submit(self._replace, plan, s, index[s.id], grace)
                         for s in to_start]
             futures += [pool.submit(self._remove, plan.flow, step_id, grace)
                         for step_id in removals]
             for future in futures:
                 future.result()
+
+    def _prepare_flow(self, plan: Plan) -> None:
+        broker = self.broker
+        assert broker is not None
+        # Always, also when no step changes: a second `up` repairs a deleted queue or
+        # binding, and takes away the bindings of steps that left the flow.
+        declare_topology(broker, plan)
+        if self.listener is None or not self.listener.thread.is_alive():
+            self.listener = LiveListener(broker, plan.flow, self.put,
+                                         self.stop_following).start()
+        broker.ensure_flow(plan.flow, [s.id for s in plan.steps])
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("interrupted")
 
     def _ensure_broker(self) -> Broker:
         broker, started = ensure_broker(self.engine)
@@ -267,6 +310,7 @@ class Executor:
             )
 
         def build(image: str) -> None:
+            self._check_cancelled()
             users = by_image[image]
             first = users[0]
             for s in users:
@@ -284,7 +328,8 @@ class Executor:
 
     def _replace(self, plan: Plan, step: RealStep, index: int, grace: float) -> None:
         assert self.broker is not None
-        name = labels.container_name(plan.flow, step.id)
+        self._check_cancelled()
+        name = names.container(plan.flow, step.id)
         if self.engine.find(name) is not None:
             # The old container finishes the message in hand, acks it and exits; what
             # it had prefetched goes back to the queue for the new one.
@@ -300,18 +345,26 @@ class Executor:
     def _remove(self, flow: str, step_id: str, grace: float) -> None:
         self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow"))
         self.retire(step_id)
-        name = labels.container_name(flow, step_id)
+        name = names.container(flow, step_id)
         self.engine.stop(name, grace)
         self.engine.remove(name)
         self.put(StepPhase(step_id, Phase.STOPPED))
 
     # ------------------------------------------------------------ down
 
-    def down(self, flow: str, grace: float, purge: bool = False) -> list[str]:
-        """Stop (TERM, grace, KILL) and remove a flow's containers and network."""
+    def down(self, flow: str, grace: float, purge: bool = False,
+             lock: bool = True) -> list[str]:
+        """Stop (TERM, grace, KILL) and remove a flow's containers, networks and record.
+        `lock=False` only for a forced stop, which must not wait for an apply."""
+        if not lock:
+            return self._down(flow, grace, purge)
+        with FlowLock(flow, on_wait=lambda text: self.put(Notice(text, "warning"))):
+            return self._down(flow, grace, purge)
+
+    def _down(self, flow: str, grace: float, purge: bool) -> list[str]:
         self.stop_following.set()
         observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
-        names = [o.name for o in observed]
+        removed = [o.name for o in observed]
 
         def stop(o_name: str, step: str) -> None:
             self.put(StepPhase(step, Phase.STOPPING))
@@ -321,9 +374,11 @@ class Executor:
 
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="stop") as pool:
             list(pool.map(lambda o: stop(o.name, o.labels.get(labels.STEP, o.name)), observed))
-        self.engine.remove_network(labels.network_name(flow))
+        for network in (names.network(flow), names.internal_network(flow)):
+            self.engine.remove_network(network)
+        self.engine.remove_record(names.record_volume(flow))
         if purge:
             broker = self.broker or find_broker(self.engine)
             if broker is not None:
                 broker.purge_flow(flow)
-        return names
+        return removed

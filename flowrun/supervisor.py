@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from flowrun import labels
+from flowrun import labels, names
 from flowrun.engine import Engine
 from flowrun.errors import FlowFailed
 from flowrun.events import (
@@ -205,7 +205,7 @@ class Supervisor:
         lines = state.steps[step_id].last_lines
         if lines:
             return lines
-        return list(self.engine.logs(labels.container_name(state.flow, step_id),
+        return list(self.engine.logs(names.container(state.flow, step_id),
                                      tail=LAST_LINES))
 
     # ------------------------------------------------------------ stopping

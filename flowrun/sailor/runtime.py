@@ -38,50 +38,77 @@ def log(text: str) -> None:
     sys.stdout.flush()
 
 
+Outgoing = tuple[str, str, bytes, Any]  # exchange, routing key, body, properties
+
+
 class Confirms:
-    """Publisher confirms without a round trip per message.
+    """Publisher confirms without a round trip per message, and nothing into nowhere.
 
     pika's BlockingChannel waits for each confirm in turn (about 1,800 msg/s at
     best). Publishing on the channel's underlying async channel and waiting for
     the whole batch at once keeps the guarantee (nothing is acked upstream
     before its outputs are confirmed) and pays one round trip per batch.
+
+    Every publish is `mandatory`: a message that no queue is bound for is not
+    silently dropped (the broker would confirm it all the same) but returned;
+    returned and nacked messages are handed back by wait(), to be sent again.
     """
 
     def __init__(self, connection: Any, channel: Any) -> None:
         self.connection = connection
         self.impl = channel._impl  # pika's async Channel behind the blocking facade
         self.published = 0
-        self.outstanding: set[int] = set()
-        self.nacked = False
+        self.unconfirmed: dict[int, Outgoing] = {}
+        self.failed: list[Outgoing] = []
         ready: list[bool] = []
+        self.impl.add_on_return_callback(self._on_return)
         self.impl.confirm_delivery(self._on_confirm, callback=lambda _frame: ready.append(True))
         while not ready:
             connection.process_data_events(time_limit=0.1)
 
+    @property
+    def outstanding(self) -> dict[int, Outgoing]:
+        return self.unconfirmed
+
+    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        # The broker sends basic.return before the basic.ack of the same publish.
+        self.failed.append((method.exchange, method.routing_key, body, properties))
+
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        if isinstance(method, pika.spec.Basic.Nack):
-            self.nacked = True
-        if method.multiple:
-            self.outstanding = {t for t in self.outstanding if t > method.delivery_tag}
-        else:
-            self.outstanding.discard(method.delivery_tag)
-        if not self.outstanding:
+        tags = ([t for t in self.unconfirmed if t <= method.delivery_tag] if method.multiple
+                else [method.delivery_tag])
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        for tag in tags:
+            message = self.unconfirmed.pop(tag, None)
+            if nacked and message is not None:
+                self.failed.append(message)
+        if not self.unconfirmed:
             # A confirm alone does not end BlockingConnection.process_data_events early
             # (it returns on consumer deliveries and ready callbacks, not on frames for the
             # async channel); a no-op ready callback makes wait() return at once.
             self.connection.add_callback_threadsafe(_noop)
 
     def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
-        self.impl.basic_publish(exchange, key, body, properties)
+        self.impl.basic_publish(exchange, key, body, properties, mandatory=True)
         self.published += 1  # the broker numbers a channel's publishes 1, 2, 3...
-        self.outstanding.add(self.published)
+        self.unconfirmed[self.published] = (exchange, key, body, properties)
 
-    def wait(self) -> None:
-        while self.outstanding:
-            self.connection.process_data_events(time_limit=1)
-        if self.nacked:
-            raise pika.exceptions.NackError([])
+    def wait(self, timeout: float | None = None) -> list[Outgoing]:
+        """Until every publish is confirmed; returns what came back (to send again).
+        Raises TimeoutError past `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.unconfirmed:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"{len(self.unconfirmed)} publish(es) not confirmed")
+            self.connection.process_data_events(time_limit=left)
+        failed, self.failed = self.failed, []
+        return failed
+
+    def unsent(self) -> list[Outgoing]:
+        """After a lost connection: what may not have reached a queue."""
+        return [*self.failed, *self.unconfirmed.values()]
 
 
 class Context:
@@ -112,7 +139,6 @@ class Sailor:
         self.step_id = env["ELASTICIO_STEP_ID"]
         self.function = env["ELASTICIO_FUNCTION"]
         self.kind = env.get("FLOWRUN_KIND", "action")
-        self.amqp_uri = env["ELASTICIO_AMQP_URI"]
         self.exchange = env["ELASTICIO_PUBLISH_MESSAGES_TO"]
         self.input_queue = env.get("ELASTICIO_LISTEN_MESSAGES_ON")
         self.keys = {
@@ -124,12 +150,22 @@ class Sailor:
         self.interval = float(env.get("FLOWRUN_TRIGGER_INTERVAL", "1"))
         self.snapshot_queue = env.get("FLOWRUN_SNAPSHOT_QUEUE")
         self._snapshot_restored = False
-        self.cfg = json.loads(env.get("FLOWRUN_CFG", "{}"))
+        # Config and broker credentials: from a file only this step's user may read
+        # (never the environment, which /proc shows to anyone with the same uid).
+        secret = _read_step_file(env.get("FLOWRUN_STEP_FILE"))
+        self.cfg = secret.get("cfg", {})
+        self.amqp_uri = secret.get("amqp_uri") or env.get("ELASTICIO_AMQP_URI", "")
         self.stopping = threading.Event()
         self.ctx = Context(self)
         self.runner = Runner()
         self.snapshot: Any = {}
-        self.counters = {"processed": 0, "emitted": 0, "errors": 0, "calls": 0}
+        self.counters = {"processed": 0, "emitted": 0, "errors": 0, "calls": 0,
+                         "unroutable": 0}
+        # What a trigger published but never saw confirmed before its connection was
+        # lost: sent again before process() is called again, so its progress (module
+        # state, snapshot) never runs ahead of what the broker holds.
+        self.carry: list[Outgoing] = []
+        self.call_started: float | None = None
         self.leak: str | None = None
         self.live = False
         self._main_thread = threading.get_ident()
@@ -191,12 +227,12 @@ class Sailor:
         message = dict(parent, headers={**(parent.get("headers") or {}),
                                          "reboundIteration": count})
         # The rebound queue holds it for a while, then dead-letters it back to our input.
-        self._publish(f"{self.input_queue}:rebound", message, exchange="")
+        self._publish(self.keys["rebound"], message)
 
-    def _publish(self, key: str, message: dict[str, Any], exchange: str | None = None) -> None:
+    def _publish(self, key: str, message: dict[str, Any]) -> None:
         assert self.confirms is not None
         self.confirms.publish(
-            self.exchange if exchange is None else exchange, key,
+            self.exchange, key,
             json.dumps(message, default=str).encode(),
             pika.BasicProperties(
                 delivery_mode=2, content_type="application/json",
@@ -213,14 +249,39 @@ class Sailor:
                 break
             self.publish_event(event, payload, parent)
             published = True
-        if published and self.confirms is not None:
-            self.confirms.wait()
+        if published:
+            self.confirm_outputs()
+
+    def confirm_outputs(self) -> bool:
+        """Wait until every output is confirmed and has reached a queue. One that found
+        no queue (the flow's topology is incomplete) is sent again, with a growing pause,
+        and the input it came from stays unacked meanwhile. False when asked to stop
+        before that: the input then goes back to its queue."""
+        assert self.confirms is not None
+        delay = 0.2
+        while True:
+            failed = self.confirms.wait()
+            if not failed:
+                return True
+            self.counters["unroutable"] += len(failed)
+            keys = ", ".join(sorted({key for _x, key, _b, _p in failed}))
+            log(f"WARNING {len(failed)} output(s) reached no queue (routing key {keys}): "
+                f"the flow's queues are missing; not acking the input, sending again in "
+                f"{delay:.1f} s. `flowrun up` declares them again.")
+            self.write_state(force=True)
+            self.connection.sleep(delay)
+            if self.stopping.is_set():
+                return False
+            for exchange, key, body, properties in failed:
+                self.confirms.publish(exchange, key, body, properties)
+            delay = min(delay * 2, 5.0)
 
     # ------------------------------------------------------------ calling
 
     def call(self, msg: dict[str, Any]) -> None:
         """Call process() once and publish (confirmed) everything it produced."""
         self._collecting = []
+        self.call_started = time.time()
         try:
             results = self.runner.run(self.module.process, msg, self.cfg, self.snapshot, self.ctx)
             events = self._collecting + [("data", r) for r in results]
@@ -229,6 +290,7 @@ class Sailor:
             events = self._collecting + [("error", e)]
         finally:
             self._collecting = None
+            self.call_started = None
         for event, payload in events:
             self.publish_event(event, payload, msg)
 
@@ -239,7 +301,8 @@ class Sailor:
         if not force and now - self._state_written < 0.5:
             return
         self._state_written = now
-        state = {"live": self.live, "leak": self.leak, "pid": os.getpid(), **self.counters}
+        state = {"live": self.live, "leak": self.leak, "pid": os.getpid(), "beat": time.time(),
+                 "in_call_since": self.call_started, **self.counters}
         tmp = STATE_FILE + ".tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
@@ -270,7 +333,7 @@ class Sailor:
             except pika.exceptions.AMQPError as e:
                 log(f"waiting for the broker ({type(e).__name__})")
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 1.5, 1.0)
 
     def restore_snapshot(self) -> None:
         """The latest snapshot this step emitted before a restart, if any. Read without
@@ -299,7 +362,10 @@ class Sailor:
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
                     pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosedByBroker) as e:
                 # The broker restarted or dropped us: unacked input goes back to its
-                # queue on the broker's side, so reconnecting loses nothing.
+                # queue on the broker's side, so reconnecting loses nothing. A trigger
+                # has no input to be redelivered: it keeps what was not confirmed.
+                if self.confirms is not None and self.kind == "trigger":
+                    self.carry = [*self.carry, *self.confirms.unsent()]
                 self.live = False
                 self.write_state(force=True)
                 log(f"broker connection lost ({type(e).__name__}); reconnecting")
@@ -308,16 +374,19 @@ class Sailor:
         return 0
 
     def announce_live(self) -> None:
-        self.live = True
-        self.write_state(force=True)
         # To the supervisor over the broker (the quickest path, and proof that this
         # step's connection works), and to the log for anyone reading it later.
+        # Mandatory, like every publish: confirmed and routed (to the flow's live
+        # queue), it proves the step can publish into its flow, not only consume.
         assert self.confirms is not None
         live_key = self.keys["data"].rsplit(".", 1)[0] + ".live"
         self.confirms.publish(self.exchange, live_key, json.dumps(
             {"step": self.step_id, "pid": os.getpid(), "at": time.time()}).encode(),
             pika.BasicProperties(delivery_mode=1, content_type="application/json"))
-        self.confirms.wait()
+        if not self.confirm_outputs():
+            return
+        self.live = True
+        self.write_state(force=True)
         log(f"{LIVE_MARKER} step={self.step_id} function={self.function} kind={self.kind}")
 
     def run_consumer(self) -> None:
@@ -355,21 +424,30 @@ class Sailor:
         for _method, body in batch:
             self.call(_decode(body))
             self.counters["processed"] += 1
-        assert self.confirms is not None
-        self.confirms.wait()
+        if not self.confirm_outputs():
+            return True  # stopping: the batch goes back to the queue unacked
         self.channel.basic_ack(batch[-1][0].delivery_tag, multiple=True)
         return True
 
     def run_trigger(self) -> None:
         watch = LeakWatch()
+        assert self.confirms is not None
+        if self.carry:
+            log(f"sending again {len(self.carry)} output(s) not confirmed before the "
+                "connection was lost")
+            for exchange, key, body, properties in self.carry:
+                self.confirms.publish(exchange, key, body, properties)
+            self.carry = []
+            if not self.confirm_outputs():
+                return
         self.announce_live()
         while not self.stopping.is_set():
             started = time.monotonic()
             self.call({"id": str(uuid.uuid4()), "body": {}, "headers": {}})
             self.counters["calls"] += 1
             self.counters["processed"] += 1
-            assert self.confirms is not None
-            self.confirms.wait()
+            if not self.confirm_outputs():
+                return
             found = watch.observe(*sample())
             if found:
                 self.leak = found
@@ -406,6 +484,13 @@ class Sailor:
 
 def _noop() -> None:
     pass
+
+
+def _read_step_file(path: str | None) -> dict[str, Any]:
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(json.load(f))
 
 
 def _decode(body: bytes) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def test_three_steps_run_as_five_live_containers(flow_factory: Any, engine: Any)
     name = unique("orders")
     flow = flow_factory(name, ORDERS_STEPS)
     steps = flow.steps()
-    assert list(steps) == ["fetch", "mapper-fetch-enrich", "enrich", "mapper-enrich-notify",
+    assert list(steps) == ["fetch", "mapper.fetch.enrich", "enrich", "mapper.enrich.notify",
                            "notify"]
     assert all(s["live"] and s["state"] == "running" for s in steps.values())
     assert [s["kind"] for s in steps.values()] == ["trigger", "mapper", "action", "mapper",

@@ -47,7 +47,7 @@ def test_sigkill_of_a_step_loses_nothing(flow_factory: Any, engine: Any) -> None
     def kill() -> None:
         # SIGKILL the step's process from the host, as the OOM killer would: Docker's
         # restart policy brings it back, and its unacked messages are redelivered.
-        pid = engine.api.inspect_container(f"flowrun-{name}-enrich")["State"]["Pid"]
+        pid = engine.api.inspect_container(f"flowrun.{name}.enrich")["State"]["Pid"]
         os.kill(pid, signal.SIGKILL)
 
     stream_through(engine, name, kill)

@@ -110,9 +110,9 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
             time.sleep(0.01)
         until(lambda e: e.get("event") == "phase" and e["step"] == "enrich"
               and e["phase"] == "live", 60)
-        redeployed = engine.find(f"flowrun-{name}-enrich").id
+        redeployed = engine.find(f"flowrun.{name}.enrich").id
         time.sleep(2)  # a second redeploy from the same burst would have replaced it by now
-        assert engine.find(f"flowrun-{name}-enrich").id == redeployed
+        assert engine.find(f"flowrun.{name}.enrich").id == redeployed
         burst = [e for e in events[seen:] if e.get("event") == "notice"
                  and e.get("text", "").startswith("redeploy ")]
         assert len(burst) == 1, burst
@@ -158,9 +158,9 @@ def test_a_trigger_snapshot_survives_a_restart(flow_factory: Any, engine: Any,
 """)
     first = [json.loads(line)["body"]["n"] for line in
              flowrun("tail", name, "count", "-n", "3").stdout.splitlines()]
-    pid = engine.api.inspect_container(f"flowrun-{name}-count")["State"]["Pid"]
+    pid = engine.api.inspect_container(f"flowrun.{name}.count")["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)  # Docker's restart policy brings it back
-    wait_for(lambda: engine.api.inspect_container(f"flowrun-{name}-count")["RestartCount"],
+    wait_for(lambda: engine.api.inspect_container(f"flowrun.{name}.count")["RestartCount"],
              30, "the restart")
     after = [json.loads(line)["body"]["n"] for line in
              flowrun("tail", name, "count", "-n", "2").stdout.splitlines()]

@@ -26,7 +26,7 @@ def plan_of(path: Path, env: dict[str, str] | None = None):  # type: ignore[no-u
 def test_three_visible_steps_give_five_real_steps() -> None:
     plan = plan_of(ROOT / "sample_flows" / "orders.yaml")
     assert [s.id for s in plan.steps] == [
-        "fetch", "mapper-fetch-enrich", "enrich", "mapper-enrich-notify", "notify"]
+        "fetch", "mapper.fetch.enrich", "enrich", "mapper.enrich.notify", "notify"]
     assert [s.kind for s in plan.steps] == [
         StepKind.TRIGGER, StepKind.MAPPER, StepKind.ACTION, StepKind.MAPPER, StepKind.ACTION]
 
@@ -60,8 +60,8 @@ steps:
   - {{id: c, component: {comps}/chat, function: post, map: "$.text"}}
 """)
     plan = plan_of(flow)
-    assert plan.step("mapper-a-b").config == {}  # type: ignore[union-attr]
-    assert plan.step("mapper-b-c").config == {"mapping": "$.text"}  # type: ignore[union-attr]
+    assert plan.step("mapper.a.b").config == {}  # type: ignore[union-attr]
+    assert plan.step("mapper.b.c").config == {"mapping": "$.text"}  # type: ignore[union-attr]
 
 
 def test_env_uses_the_platform_sailor_names() -> None:

@@ -20,7 +20,7 @@ def observed(step_id: str, status: str = "running", exit_code: int = 0,
     assert step is not None
     lab = {labels.FLOW: "orders", labels.STEP: step_id, labels.REVISION: step.revision,
            labels.CONFIG_HASH: step.config_hash("orders"), **overrides}
-    return Observed(id=step_id, name=f"flowrun-orders-{step_id}", labels=lab, status=status,
+    return Observed(id=step_id, name=f"flowrun.orders.{step_id}", labels=lab, status=status,
                     started_at=None, finished_at=None, restart_count=0, exit_code=exit_code,
                     oom_killed=False, error="", env={}, ports={})
 

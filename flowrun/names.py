@@ -1,0 +1,144 @@
+"""Every name flowrun gives to something outside itself: containers, networks,
+volumes, vhosts, users, exchanges, queues and routing keys. Nowhere else composes one.
+
+Names must be unambiguous across flows and steps. Flow names are lowercase
+letters, digits and '-'; visible step ids add '_'. Neither contains '.' or ':',
+so those two are the separators, and joining parts with them can never make
+two different (flow, step) pairs into one name (with '-', flow `p` + step
+`x-y` and flow `p-x` + step `y` were both `flowrun-p-x-y`). Mapper step ids are
+`mapper.<before>.<after>`: they contain '.', which no visible id can, so an
+injected id never equals a visible one, and two different pairs never give
+the same mapper id.
+
+RabbitMQ topic routing keys are dot-separated words and a mapper id has three
+of them, so bindings that match "any step" use '#' (any number of words), not
+'*' (exactly one).
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "flowrun"
+
+# ------------------------------------------------------------------ host-wide
+
+BROKER_CONTAINER = "flowrun-broker"
+# The broker's own network: it publishes the broker's ports on loopback. Written
+# with '-' so it can never equal a flow's network (`flowrun.<flow>`).
+BROKER_NETWORK = "flowrun-broker"
+BROKER_ALIAS = "broker"  # how steps reach the broker on their flow's networks
+LOCK_DIR_NAME = "flowrun-locks"
+
+
+def mapper_id(before: str, after: str) -> str:
+    return f"mapper.{before}.{after}"
+
+
+def is_mapper_id(step: str) -> bool:
+    return step.startswith("mapper.") and step.count(".") == 2
+
+
+# ------------------------------------------------------------------ Docker
+
+def container(flow: str, step: str) -> str:
+    return f"{PREFIX}.{flow}.{step}"
+
+
+def network(flow: str) -> str:
+    """The flow's network: component steps and the broker; leads out of the host."""
+    return f"{PREFIX}.{flow}"
+
+
+def internal_network(flow: str) -> str:
+    """Mapper steps and the broker only; Docker gives it no way out."""
+    return f"{PREFIX}.{flow}.internal"
+
+
+def record_volume(flow: str) -> str:
+    """An empty volume whose labels record the flow's real steps (see `record`)."""
+    return f"{PREFIX}.{flow}.record"
+
+
+def image(component: str, revision: str) -> str:
+    return f"{PREFIX}-{component}:{revision}"
+
+
+# ------------------------------------------------------------------ broker
+
+def vhost(flow: str) -> str:
+    return f"{PREFIX}.{flow}"
+
+
+def step_user(flow: str, step: str) -> str:
+    """Each step logs in as itself: it may read its own queues, publish as itself."""
+    return f"{flow}.{step}"
+
+
+def exchange(flow: str) -> str:
+    return flow
+
+
+def input_queue(flow: str, step: str) -> str:
+    return f"{flow}:{step}:messages"
+
+
+def snapshot_queue(flow: str, step: str) -> str:
+    return f"{flow}:{step}:snapshot"
+
+
+def rebound_queue(flow: str, step: str) -> str:
+    return f"{flow}:{step}:rebound"
+
+
+def error_queue(flow: str) -> str:
+    return f"{flow}:errors"
+
+
+def dead_letter_queue(flow: str) -> str:
+    return f"{flow}:dead"
+
+
+def output_queue(flow: str) -> str:
+    """The last step's outputs, bounded: what a flow produced, for `tail` and people."""
+    return f"{flow}:output"
+
+
+def live_queue(flow: str) -> str:
+    """Sailors' live announcements; bounded and short-lived."""
+    return f"{flow}:live"
+
+
+def data_key(flow: str, step: str) -> str:
+    return f"{flow}.{step}.message"
+
+
+def error_key(flow: str, step: str) -> str:
+    return f"{flow}.{step}.error"
+
+
+def snapshot_key(flow: str, step: str) -> str:
+    return f"{flow}.{step}.snapshot"
+
+
+def rebound_key(flow: str, step: str) -> str:
+    return f"{flow}.{step}.rebound"
+
+
+def live_key(flow: str, step: str) -> str:
+    return f"{flow}.{step}.live"
+
+
+def any_step_key(flow: str, suffix: str) -> str:
+    """Binding key for `suffix` from any step ('#': mapper ids span three words)."""
+    return f"{flow}.#.{suffix}"
+
+
+def step_key_pattern(flow: str, step: str) -> str:
+    """A regular expression for every routing key a step may publish with."""
+    return rf"^{re.escape(flow)}\.{re.escape(step)}\.[a-z]+$"
+
+
+def step_read_pattern(flow: str, step: str) -> str:
+    """A regular expression for the queues a step may read: its input and snapshot."""
+    return rf"^{re.escape(flow)}:{re.escape(step)}:(messages|snapshot)$"
