@@ -198,7 +198,7 @@ def baseline_roundtrip(count: int, rate: float | None) -> tuple[list[float], flo
     broker = find_broker(Engine())
     assert broker is not None
     flow = "bench-baseline"
-    broker.ensure_flow(flow)
+    broker.ensure_vhost(flow)
     connection = broker.connect(flow)
     channel = connection.channel()
     channel.queue_declare("bench-baseline", durable=True, arguments={"x-queue-type": "quorum"})

@@ -152,12 +152,15 @@ class Broker:
                 return False
             raise
 
-    def ensure_flow(self, flow: str, steps: Iterable[str]) -> None:
-        """The flow's vhost, and for each step a user who may do what that step does."""
+    def ensure_vhost(self, flow: str) -> None:
         vhost = _q(names.vhost(flow))
         self.api("PUT", f"vhosts/{vhost}", {})
         self.api("PUT", f"permissions/{vhost}/{ADMIN_USER}",
                  {"configure": ".*", "write": ".*", "read": ".*"})
+
+    def ensure_users(self, flow: str, steps: Iterable[str]) -> None:
+        """For each step a user who may do what that step does, and nothing more."""
+        vhost = _q(names.vhost(flow))
         exchange = names.exchange(flow)
 
         def one(step: str) -> None:

@@ -25,23 +25,49 @@ def _engine() -> Any:
     return Engine()
 
 
-def _resolve_flow(engine: Any, flow: str | None) -> str:
-    """A flow name from a name, a flow file, or the only running flow."""
+def _resolve_flow(engine: Any, flow: str | None, must_run: bool = True,
+                  queues_count: bool = False) -> str:
+    """A flow name from a name, a flow file, or the only running flow. A name that no
+    flow on this host has is bad input (exit 2), not an empty answer."""
     from flowrun.flowfile import NAME_PATTERN, load_flow
     from flowrun.status import running_flows
 
     if flow and Path(flow).is_file():
-        return load_flow(flow, os.environ).spec.name
+        name = load_flow(flow, os.environ).spec.name
+        if must_run and name not in running_flows(engine):
+            raise BadInput(f"flow {name} ({flow}) is not running; start it with "
+                           f"`flowrun up {flow}`")
+        return name
+    running = running_flows(engine)
     if flow:
         if not re.match(NAME_PATTERN, flow):
             raise BadInput(f"{flow!r} is neither a flow file nor a flow name")
+        if flow not in running and not (queues_count and _has_queues(engine, flow)):
+            shown = ", ".join(running) if running else "none"
+            raise BadInput(f"no flow named {flow} on this host (running: {shown}); "
+                           "check the name, or give the flow file")
         return flow
-    running = running_flows(engine)
     if len(running) == 1:
         return running[0]
     if not running:
-        raise FlowFailed("no flow is running; start one with `flowrun up FLOW`")
+        raise BadInput("no flow is running; start one with `flowrun up FLOW`")
     raise BadInput(f"several flows run ({', '.join(running)}); name one")
+
+
+def _has_queues(engine: Any, flow: str) -> bool:
+    from flowrun.broker import find_broker
+
+    broker = find_broker(engine)
+    return broker is not None and broker.has_flow(flow)
+
+
+def _check_step(engine: Any, flow: str, step: str, option: str) -> None:
+    from flowrun.status import known_steps
+
+    steps = known_steps(engine, flow)
+    if step not in steps:
+        raise BadInput(f"{option}: flow {flow} has no step '{step}'; its steps: "
+                       f"{', '.join(steps)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,7 +133,7 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
     code, summary = supervisor.up(p, options, replan=lambda: load_plan(flow, os.environ))
     if dry_run:
         click.echo(summary)
-    sys.exit(code if code != 130 else 0)
+    sys.exit(code)
 
 
 @cli.command()
@@ -185,7 +211,10 @@ def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
     if everything:
         take_down(engine, None, grace=grace, purge=purge, everything=True)
         return
-    take_down(engine, _resolve_flow(engine, flow), grace=grace, purge=purge)
+    # A flow file names a flow even when nothing of it runs (`down --purge` after a
+    # failed `up` in CI); a bare name must be one this host knows.
+    take_down(engine, _resolve_flow(engine, flow, must_run=False, queues_count=purge),
+              grace=grace, purge=purge)
 
 
 def _broker(engine: Any) -> Any:
@@ -198,13 +227,12 @@ def _broker(engine: Any) -> Any:
 
 
 def _trigger_of(engine: Any, flow: str) -> str:
-    from flowrun import labels
-    from flowrun.status import flow_containers
+    from flowrun.status import flow_record
 
-    for o in flow_containers(engine, flow):
-        if o.labels.get(labels.KIND) == "trigger":
-            return str(o.labels[labels.STEP])
-    raise FlowFailed(f"flow {flow} is not running; start it with `flowrun up`")
+    for step, kind in flow_record(engine, flow) or []:
+        if kind == "trigger":
+            return step
+    raise BadInput(f"flow {flow} is not running; start it with `flowrun up`")
 
 
 @cli.command()
@@ -219,7 +247,7 @@ def _trigger_of(engine: Any, flow: str) -> str:
 def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: str | None,
          expect_count: int | None, timeout: float) -> None:
     """Push a message into a running flow: flowrun send [FLOW] [BODY-JSON | -]."""
-    from flowrun.messaging import Sender, make_message, tap
+    from flowrun.messaging import Sender, encode, make_message, tap
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and BODY")
@@ -232,14 +260,21 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
         raise BadInput(f"BODY is not JSON ({e}); e.g. '{{\"name\": \"Ada\"}}'") from None
     engine = _engine()
     flow = _resolve_flow(engine, flow_arg)
+    if as_step:
+        _check_step(engine, flow, as_step, "--as")
+    if expect_step:
+        _check_step(engine, flow, expect_step, "--expect")
+    messages = [make_message(body, {"seq": i, "sentAt": time.time()}) for i in range(count)]
+    for message in messages[:1]:
+        encode(message)  # too large for the broker: exit 2 before anything is sent
     broker = _broker(engine)
     source = as_step or _trigger_of(engine, flow)
 
     def publish() -> None:
-        sender = Sender(broker, flow)
+        sender = Sender(broker, flow, timeout=timeout or 30.0)
         try:
-            for i in range(count):
-                sender.send(source, make_message(body, {"seq": i, "sentAt": time.time()}))
+            for message in messages:
+                sender.send(source, message)
         finally:
             sender.close()
 
@@ -270,6 +305,7 @@ def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> 
     flow_arg, step = (None, args[0]) if len(args) == 1 else args[:2]
     engine = _engine()
     flow = _resolve_flow(engine, flow_arg)
+    _check_step(engine, flow, step, "STEP")
     with tap(_broker(engine), flow, step) as t:
         got = t.take(count, timeout,
                      lambda m: click.echo(json.dumps(m.get("body") if body_only else m)))

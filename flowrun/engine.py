@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-import time
 from datetime import UTC, datetime, timedelta
 
 import docker
@@ -269,7 +269,8 @@ class Engine:
                 except docker.errors.APIError as e:
                     # "has active endpoints": a container is still being torn down.
                     if attempt == 19:
-                        raise EngineError(f"cannot remove network {name}: {e.explanation}")
+                        raise EngineError(
+                            f"cannot remove network {name}: {e.explanation}") from None
                     time.sleep(0.25)
 
     def networks(self, flow: str | None = None) -> list[str]:

@@ -16,12 +16,22 @@ from typing import Any
 
 import pika
 
-from flowrun.broker import Broker
+from flowrun import names
+from flowrun.broker import MAX_MESSAGE_BYTES, Broker
+from flowrun.errors import BadInput, FlowFailed
 from flowrun.sailor.runtime import Confirms
 
+data_key = names.data_key
 
-def data_key(flow: str, step: str) -> str:
-    return f"{flow}.{step}.message"
+
+def encode(message: dict[str, Any]) -> bytes:
+    """A message as it travels, refused here (exit 2) when the broker would refuse it."""
+    raw = json.dumps(message).encode()
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise BadInput(f"the message is {len(raw) / 1024 / 1024:.1f} MiB; the broker takes "
+                       f"at most {MAX_MESSAGE_BYTES // 1024 // 1024} MiB per message: send a "
+                       "reference to the data instead")
+    return raw
 
 
 def make_message(body: Any, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,24 +85,34 @@ class Sender:
 
     BATCH = 200
 
-    def __init__(self, broker: Broker, flow: str) -> None:
+    def __init__(self, broker: Broker, flow: str, timeout: float = 30.0) -> None:
         self.flow = flow
+        self.timeout = timeout
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
         self.confirms = Confirms(self.connection, self.channel)
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
         self.confirms.publish(
-            self.flow, data_key(self.flow, as_step), json.dumps(message).encode(),
+            names.exchange(self.flow), data_key(self.flow, as_step), encode(message),
             pika.BasicProperties(delivery_mode=2, content_type="application/json",
                                  message_id=message["id"]))
         if len(self.confirms.outstanding) >= self.BATCH:
-            self.confirms.wait()
+            self.flush()
 
     def flush(self) -> None:
-        self.confirms.wait()
+        try:
+            failed = self.confirms.wait(self.timeout)
+        except TimeoutError:
+            raise FlowFailed(f"the broker did not confirm the message(s) within "
+                             f"{self.timeout:g} s") from None
+        if failed:
+            raise FlowFailed(f"{len(failed)} message(s) reached no queue in flow {self.flow}: "
+                             "its queues are missing; run `flowrun up` again")
 
     def close(self) -> None:
         if self.connection.is_open:
-            self.confirms.wait()
-            self.connection.close()
+            try:
+                self.flush()
+            finally:
+                self.connection.close()

@@ -223,8 +223,12 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
         elif s.restarts:
             last = f", last {s.last_exit}" if s.last_exit else ""
             notes.append(f"{s.step}: restarted {s.restarts}x{last}")
-        elif s.last_exit:
+        elif s.last_exit and not s.why:
             notes.append(f"{s.step}: {s.state}, {s.last_exit}")
+        if s.why and not s.crash_looping:
+            notes.append(f"{s.step}: {s.state.upper()}: {s.why}")
+        if s.remedy:
+            notes.append(f"{s.step}: to bring it back: {s.remedy}")
         if s.stale:
             notes.append(f"{s.step}: STALE: {s.stale}")
         if s.leak:

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flowrun import labels, names
 from flowrun.broker import BROKER_NAME, Broker, declare_topology, ensure_broker, find_broker
-from flowrun.engine import ContainerSpec, Engine
+from flowrun.engine import ContainerSpec, Engine, Observed
 from flowrun.errors import BuildFailed, FlowrunError
 from flowrun.events import ApplyDone, BuildOutput, Event, Notice, Phase, StepLog, StepPhase
 from flowrun.images import base_image, build_image
@@ -109,9 +109,7 @@ class Follower:
                 after = self.engine.find(self.name)
                 if after is None:
                     continue
-                reason = f"exit code {after.exit_code}" + (" (out of memory)" if after.oom_killed
-                                                            else "")
-                self.put(StepPhase(self.step, Phase.CRASHED, reason))
+                self.put(StepPhase(self.step, Phase.CRASHED, self._exit_reason(after)))
             elif observed.status in ("exited", "dead") and observed.restart_count == 0 and (
                 since is None
             ):
@@ -122,6 +120,21 @@ class Follower:
                 since = observed.started_at
             # Docker restarts it after its backoff; wait for the next start.
             self.stop.wait(0.2)
+
+
+    def _exit_reason(self, after: Observed) -> str:
+        """Docker may have restarted it already (ExitCode back to 0): ask its events."""
+        code, oom = after.exit_code, after.oom_killed
+        if after.running or after.status == "restarting":
+            for _ in range(10):  # the die event can trail the end of the log stream
+                found = self.engine.last_exit(after.id, after.started_at and
+                                              after.started_at - timedelta(minutes=10))
+                if found is not None:
+                    code, oom = found
+                    break
+                self.stop.wait(0.1)
+        return f"exit code {code}" + (" (out of memory)" if oom else
+                                       " (killed)" if code == 137 else "")
 
 
 class LiveListener:
@@ -281,11 +294,12 @@ class Executor:
         assert broker is not None
         # Always, also when no step changes: a second `up` repairs a deleted queue or
         # binding, and takes away the bindings of steps that left the flow.
+        broker.ensure_vhost(plan.flow)
         declare_topology(broker, plan)
         if self.listener is None or not self.listener.thread.is_alive():
             self.listener = LiveListener(broker, plan.flow, self.put,
                                          self.stop_following).start()
-        broker.ensure_flow(plan.flow, [s.id for s in plan.steps])
+        broker.ensure_users(plan.flow, [s.id for s in plan.steps])
 
     def _check_cancelled(self) -> None:
         if self.cancelled.is_set():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowrun import labels
+from flowrun import labels, names
 from flowrun.broker import find_broker
 from flowrun.engine import Engine, Observed
 from flowrun.images import base_image, dockerfile_path
@@ -37,6 +38,9 @@ class StepStatus:
     leak: str | None
     crash_looping: bool = False
     last_lines: tuple[str, ...] = ()
+    # For a step that is not live: what happened, and what brings it back.
+    why: str | None = None
+    remedy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,30 @@ class FlowStatus:
 
 
 def running_flows(engine: Engine) -> list[str]:
+    """Flows with containers, or with a record (every step of it removed by hand)."""
     observed = engine.observe({labels.ROLE: labels.ROLE_STEP})
-    return sorted({o.labels[labels.FLOW] for o in observed if labels.FLOW in o.labels})
+    found = {o.labels[labels.FLOW] for o in observed if labels.FLOW in o.labels}
+    found |= {r[labels.FLOW] for r in engine.records(f"{labels.ROLE}={labels.ROLE_RECORD}")
+              if labels.FLOW in r}
+    return sorted(found)
+
+
+def flow_record(engine: Engine, flow: str) -> list[tuple[str, str]] | None:
+    """The flow's real steps (id, kind) as its last `up` planned them."""
+    record = engine.get_record(names.record_volume(flow))
+    if not record or labels.STEPS not in record:
+        return None
+    try:
+        return [(str(step), str(kind)) for step, kind in json.loads(record[labels.STEPS])]
+    except ValueError:
+        return None
+
+
+def known_steps(engine: Engine, flow: str) -> list[str]:
+    record = flow_record(engine, flow)
+    if record is not None:
+        return [step for step, _kind in record]
+    return [o.labels.get(labels.STEP, o.name) for o in flow_containers(engine, flow)]
 
 
 def flow_containers(engine: Engine, flow: str) -> list[Observed]:
@@ -80,6 +106,9 @@ def _stale(o: Observed, current: dict[str, str | None]) -> str | None:
 
 
 LAST_LINES = 5
+# A sailor's loop writes its state file every fraction of a second; a file this
+# old means the loop is stuck (in process(), most likely).
+HUNG_AFTER = 30.0
 CRASH_LOOP_RESTARTS = 3
 HEALTHY_AFTER = 10.0  # seconds: Docker resets its restart backoff after this long up
 
@@ -91,6 +120,59 @@ def _crash_looping(o: Observed, now: datetime) -> bool:
     if o.status != "running" or o.started_at is None:
         return True
     return (now - o.started_at).total_seconds() < HEALTHY_AFTER
+
+
+def _last_exit(engine: Engine, o: Observed) -> str | None:
+    """How the step's process last ended. Docker's inspect data keeps it only while
+    the container stays down: a restart sets ExitCode back to 0 and OOMKilled to
+    false, so for a restarted one it comes from Docker's events."""
+    code, oom = o.exit_code, o.oom_killed
+    if o.running:
+        if o.restart_count == 0:
+            return None
+        found = engine.last_exit(o.id, None)
+        if found is None:
+            return None
+        code, oom = found
+    text = f"exit code {code}"
+    if oom:
+        text += " (out of memory: raise `memory:` for this step)"
+    elif code == 137:
+        text += " (killed: SIGKILL)"
+    return text
+
+
+def _hung(o: Observed, state: dict[str, Any], now: float) -> str | None:
+    beat = state.get("beat")
+    if not o.running or not state.get("live") or not isinstance(beat, int | float):
+        return None
+    quiet = now - beat
+    if quiet < HUNG_AFTER:
+        return None
+    in_call = state.get("in_call_since")
+    where = (f"inside process() for {now - in_call:.0f} s" if isinstance(in_call, int | float)
+             else "outside process()")
+    return f"no progress for {quiet:.0f} s ({where})"
+
+
+def _why_down(o: Observed, last_exit: str | None, hung: str | None,
+              looping: bool) -> tuple[str | None, str | None]:
+    source = o.labels.get(labels.SOURCE, "FLOW")
+    if hung:
+        return (f"hung: {hung}",
+                f"find the blocking call with `flowrun logs {o.labels.get(labels.FLOW)} "
+                f"{o.labels.get(labels.STEP)}`; `flowrun up --recreate {source}` restarts it")
+    if o.running and not looping:
+        return None, None
+    if looping:
+        return (f"crash-looping: {last_exit or 'exits again and again'}",
+                "Docker restarts it with a growing delay; fix the component, then "
+                "`flowrun up` (or keep `flowrun up --watch` running)")
+    if o.status == "restarting":
+        return last_exit, "Docker is restarting it (restart policy)"
+    cause = "stopped by hand or killed" if not o.oom_killed else "out of memory"
+    return (f"{cause}: {last_exit or o.status}",
+            f"`flowrun up {source}` starts it again (an attached `up` does it by itself)")
 
 
 def flow_status(engine: Engine, flow: str) -> FlowStatus:
@@ -120,17 +202,16 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
     steps = []
     for o, state in zip(observed, states, strict=True):
         step = o.labels.get(labels.STEP, o.name)
-        queue = queues.get(f"{flow}:{step}:messages", {})
-        last_exit = None
-        # Docker keeps the exit code of the last run only until the next start ends it.
-        if not o.running or o.exit_code or o.oom_killed:
-            last_exit = f"exit code {o.exit_code}" + (" (out of memory)" if o.oom_killed else "")
+        queue = queues.get(names.input_queue(flow, step), {})
+        last_exit = _last_exit(engine, o)
+        hung = _hung(o, state, time.time())
+        why, remedy = _why_down(o, last_exit, hung, o.name in looping)
         steps.append(StepStatus(
             step=step, kind=o.labels.get(labels.KIND, "?"),
             component=Path(o.labels.get(labels.COMPONENT, "?")).name,
             function=o.labels.get(labels.FUNCTION, "?"),
-            revision=o.labels.get(labels.REVISION, "?"), state=o.status,
-            live=bool(state.get("live")) and o.running,
+            revision=o.labels.get(labels.REVISION, "?"), state="hung" if hung else o.status,
+            live=bool(state.get("live")) and o.running and not hung,
             uptime=(now - o.started_at).total_seconds() if o.running and o.started_at else None,
             restarts=o.restart_count, last_exit=last_exit,
             waiting=queue.get("messages_ready") if queue else None,
@@ -139,10 +220,28 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
             stale=_stale(o, current), leak=state.get("leak"),
             crash_looping=o.name in looping,
             last_lines=tuple(engine.logs(o.name, tail=LAST_LINES)) if o.name in looping else (),
+            why=why, remedy=remedy,
         ))
-    source = observed[0].labels.get(labels.SOURCE, "") if observed else ""
-    errors_q = queues.get(f"{flow}:errors", {})
-    dead_q = queues.get(f"{flow}:dead", {})
+    present = {s.step for s in steps}
+    record = flow_record(engine, flow) or []
+    source = (observed[0].labels.get(labels.SOURCE, "") if observed else
+              (engine.get_record(names.record_volume(flow)) or {}).get(labels.SOURCE, ""))
+    for index, (step, kind) in enumerate(record):
+        if step in present:
+            continue
+        queue = queues.get(names.input_queue(flow, step), {})
+        steps.insert(min(index, len(steps)), StepStatus(
+            step=step, kind=kind, component="?", function="?", revision="?",
+            state="missing", live=False, uptime=None, restarts=0, last_exit=None,
+            waiting=queue.get("messages_ready") if queue else None,
+            in_flight=queue.get("messages_unacknowledged") if queue else None,
+            processed=None, errors=None, stale=None, leak=None,
+            why="its container was removed (not by flowrun)",
+            remedy=f"`flowrun up {source or flow}` recreates it (an attached `up` does it "
+                   "by itself)",
+        ))
+    errors_q = queues.get(names.error_queue(flow), {})
+    dead_q = queues.get(names.dead_letter_queue(flow), {})
     return FlowStatus(
         flow=flow, source=source, steps=steps,
         errors_queued=errors_q.get("messages") if errors_q else None,

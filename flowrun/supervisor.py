@@ -86,6 +86,7 @@ class Supervisor:
         self.events: queue.Queue[Event] = queue.Queue()
         self.executor = Executor(engine, self.events)
         self.interrupts = 0
+        self.apply_thread: threading.Thread | None = None
 
     def plan(self, plan: Plan, recreate: bool = False) -> list[Action]:
         observed = self.engine.observe({labels.FLOW: plan.flow, labels.ROLE: labels.ROLE_STEP})
@@ -105,7 +106,7 @@ class Supervisor:
             self.events.put(Notice(f"{action.type.value} {action.step}: {action.cause.value}"
                                    + (f" ({action.detail})" if action.detail else "")))
         self._install_signals()
-        self.executor.apply_async(plan, actions, options.grace)
+        self.apply_thread = self.executor.apply_async(plan, actions, options.grace)
         applying = True
         changed_meanwhile = False
         warmed = False
@@ -135,7 +136,11 @@ class Supervisor:
                             changed_meanwhile = False
                             applying = self._redeploy(replan, options)
                     if isinstance(event, Interrupted):  # a second one forces the stop
-                        return self._stop(plan, state, options, force=event.count > 1)
+                        code, summary = self._stop(plan, state, options,
+                                                   force=event.count > 1)
+                        # Stopping an attached flow is how it ends: 0. Interrupted before
+                        # it was live, the `up` did not do what it was asked: 130.
+                        return (0 if warmed else code), summary
                     if isinstance(event, ComponentsChanged) and replan is not None:
                         # One redeploy at a time: a save during one is taken up after it.
                         if applying:
@@ -223,6 +228,8 @@ class Supervisor:
 
     def _stop(self, plan: Plan, state: FlowState, options: UpOptions,
               force: bool) -> tuple[int, str]:
+        # Nothing more is started; what an interrupted warm-up started is taken down.
+        self.executor.cancelled.set()
         grace = 0.0 if force else options.grace
         self.renderer.event(Notice(
             "stopping the flow" + (" now (forced)" if force else
@@ -232,7 +239,13 @@ class Supervisor:
 
         def take_down() -> None:
             try:
-                self.executor.down(plan.flow, grace)
+                # An apply in progress starts nothing more once cancelled: let it end,
+                # or containers it is creating right now would outlive the `down`.
+                if self.apply_thread is not None:
+                    self.apply_thread.join(timeout=None if not force else 10)
+                self.executor.down(plan.flow, grace, lock=not force)
+            except Exception as e:  # said, not raised: the loop below must end
+                self.events.put(Notice(f"stopping {plan.flow}: {e}", "error"))
             finally:
                 done.set()
 
@@ -244,8 +257,9 @@ class Supervisor:
                 continue
             if isinstance(event, Interrupted) and not force:
                 return self._stop(plan, state, options, force=True)
-            if isinstance(event, StepPhase):
-                self._update(state, event, self.clock())
+            if isinstance(event, StepPhase | Notice):
+                if isinstance(event, StepPhase):
+                    self._update(state, event, self.clock())
                 self.renderer.event(event, state, self.clock())
         return 130, "stopped"
 
@@ -279,7 +293,7 @@ class Supervisor:
             return False
         for action in todo:
             self.events.put(Notice(f"redeploy {action.step}: {action.cause.value}"))
-        self.executor.apply_async(plan, todo, options.grace)
+        self.apply_thread = self.executor.apply_async(plan, todo, options.grace)
         return True
 
 

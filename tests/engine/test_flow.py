@@ -81,7 +81,13 @@ def test_down_leaves_nothing_behind(engine: Any, tmp_path: Any) -> None:
     flowrun("down", name, "--purge", "--grace", "2")
     assert engine.observe({"io.flowrun.flow": name}) == []
     assert engine.networks(name) == []
-    assert "no flow is running" in flowrun("status", name).stdout
+    assert engine.get_record(f"flowrun.{name}.record") is None
+    # Gone: its name is unknown now, and each command says so (exit 2), not an empty 0.
+    for command in (["status", name], ["logs", name, "fetch"], ["down", name]):
+        result = flowrun(*command, check=False)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert f"no flow named {name}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_step_that_cannot_start_fails_within_the_timeout(tmp_path: Any, engine: Any) -> None:
