@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -147,7 +148,7 @@ def _hung(o: Observed, state: dict[str, Any], now: float) -> str | None:
     if not o.running or not state.get("live") or not isinstance(beat, int | float):
         return None
     quiet = now - beat
-    if quiet < HUNG_AFTER:
+    if quiet < float(os.environ.get("FLOWRUN_HUNG_AFTER", HUNG_AFTER)):
         return None
     in_call = state.get("in_call_since")
     where = (f"inside process() for {now - in_call:.0f} s" if isinstance(in_call, int | float)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ def make_component(directory: Path, name: str, function: str, code: str,
     if requirements is not None:
         (path / "requirements.txt").write_text(requirements)
     return path
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> Any:
+    """Poll until `predicate()` is truthy; return its value, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def unique(prefix: str) -> str:

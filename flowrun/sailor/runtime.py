@@ -111,6 +111,10 @@ class Confirms:
         return [*self.failed, *self.unconfirmed.values()]
 
 
+class ConsumerCancelled(Exception):
+    pass
+
+
 class Context:
     """`ctx` as a function sees it. emit() works from any thread."""
 
@@ -166,6 +170,7 @@ class Sailor:
         # state, snapshot) never runs ahead of what the broker holds.
         self.carry: list[Outgoing] = []
         self.call_started: float | None = None
+        self.beat = time.time()  # moved by the main loop only: its proof of progress
         self.leak: str | None = None
         self.live = False
         self._main_thread = threading.get_ident()
@@ -178,6 +183,7 @@ class Sailor:
         self.channel: Any = None
         self.confirms: Confirms | None = None
         self._deliveries: list[tuple[Any, bytes]] = []
+        self._cancelled_by_broker = False
 
     # ------------------------------------------------------------ emitting
 
@@ -270,6 +276,7 @@ class Sailor:
                 f"{delay:.1f} s. `flowrun up` declares them again.")
             self.write_state(force=True)
             self.connection.sleep(delay)
+            self.beat = time.time()
             if self.stopping.is_set():
                 return False
             for exchange, key, body, properties in failed:
@@ -301,9 +308,9 @@ class Sailor:
         if not force and now - self._state_written < 0.5:
             return
         self._state_written = now
-        state = {"live": self.live, "leak": self.leak, "pid": os.getpid(), "beat": time.time(),
+        state = {"live": self.live, "leak": self.leak, "pid": os.getpid(), "beat": self.beat,
                  "in_call_since": self.call_started, **self.counters}
-        tmp = STATE_FILE + ".tmp"
+        tmp = f"{STATE_FILE}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
         os.replace(tmp, STATE_FILE)
@@ -329,6 +336,7 @@ class Sailor:
                 self.channel = self.connection.channel()
                 self.confirms = Confirms(self.connection, self.channel)
                 self._deliveries = []
+                self._cancelled_by_broker = False
                 return
             except pika.exceptions.AMQPError as e:
                 log(f"waiting for the broker ({type(e).__name__})")
@@ -347,7 +355,18 @@ class Sailor:
             log(f"restored the snapshot this step emitted last: {body[:200]!r}")
         self._snapshot_restored = True
 
+    def watchdog(self) -> None:
+        """Writes the state file every second from its own thread, so that a main loop
+        stuck inside process() shows as such: `beat` stops moving, `in_call_since`
+        says since when (`flowrun status` reports the step hung)."""
+        while not self.stopping.wait(1.0):
+            try:
+                self.write_state(force=True)
+            except OSError:
+                pass
+
     def run(self) -> int:
+        threading.Thread(target=self.watchdog, daemon=True, name="watchdog").start()
         self.load()
         while not self.stopping.is_set():
             self.connect()
@@ -360,7 +379,8 @@ class Sailor:
                 else:
                     self.run_consumer()
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
-                    pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosedByBroker) as e:
+                    pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosedByBroker,
+                    ConsumerCancelled) as e:
                 # The broker restarted or dropped us: unacked input goes back to its
                 # queue on the broker's side, so reconnecting loses nothing. A trigger
                 # has no input to be redelivered: it keeps what was not confirmed.
@@ -368,7 +388,8 @@ class Sailor:
                     self.carry = [*self.carry, *self.confirms.unsent()]
                 self.live = False
                 self.write_state(force=True)
-                log(f"broker connection lost ({type(e).__name__}); reconnecting")
+                log(f"broker connection lost ({type(e).__name__}: {e}); reconnecting")
+                self._drop_connection()
                 self.stopping.wait(RECONNECT_DELAY)
         self.close()
         return 0
@@ -395,12 +416,19 @@ class Sailor:
         # of the queue is what crashed us, only its delivery count grows, not that of a
         # whole prefetch of innocent messages, so only it reaches the dead-letter queue.
         self.channel.basic_qos(prefetch_count=1)
+        # The broker cancels a consumer whose queue is deleted; pika's blocking channel
+        # then simply stops delivering. Noticed, it is a reason to connect anew.
+        self.channel.add_on_cancel_callback(self.on_cancel)
         tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
         careful = True
         self.announce_live()
         while not self.stopping.is_set():
+            self.beat = time.time()
             if not self._deliveries:
                 self.connection.process_data_events(time_limit=0.2)
+            if self._cancelled_by_broker:
+                raise ConsumerCancelled(f"the broker cancelled consuming {self.input_queue} "
+                                        "(its queue was deleted?)")
             if self.process_batch() and careful:
                 # RabbitMQ applies a new prefetch to new consumers only: consume anew.
                 self.channel.basic_cancel(tag)
@@ -411,6 +439,16 @@ class Sailor:
             self.write_state()
         # Stopping: deliveries already handed to us but not started go back to the queue
         # when the channel closes; nothing in hand is left half done.
+
+    def on_cancel(self, frame: Any) -> None:
+        self._cancelled_by_broker = True
+
+    def _drop_connection(self) -> None:
+        try:
+            if self.connection is not None and self.connection.is_open:
+                self.connection.close()
+        except Exception:  # already broken: nothing to close cleanly
+            pass
 
     def on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._deliveries.append((method, body))
@@ -424,6 +462,7 @@ class Sailor:
         for _method, body in batch:
             self.call(_decode(body))
             self.counters["processed"] += 1
+            self.beat = time.time()
         if not self.confirm_outputs():
             return True  # stopping: the batch goes back to the queue unacked
         self.channel.basic_ack(batch[-1][0].delivery_tag, multiple=True)
@@ -457,6 +496,7 @@ class Sailor:
             self.write_state()
             # Keep the connection serviced (heartbeats, emits from listeners) while waiting.
             while not self.stopping.is_set():
+                self.beat = time.time()
                 self._flush_foreign()
                 left = self.interval - (time.monotonic() - started)
                 if left <= 0:

@@ -19,18 +19,9 @@ from tests.conftest import (
     flowrun,
     make_component,
     unique,
+    wait_for,
     write_flow,
 )
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_leaking_trigger_is_reported_and_a_correct_one_is_not(flow_factory: Any) -> None:

@@ -1,0 +1,165 @@
+"""Hostile or careless input: it ends at once with one line and exit 2, and what came
+from the environment (where people keep secrets) is never printed back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowrun import names
+from flowrun.errors import FlowFileError
+from flowrun.flowfile import load_flow
+from tests.conftest import COMPONENTS, ROOT
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+BILLION_LAUGHS = """version: 1
+name: lol
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+steps: []
+"""
+
+
+def test_billion_laughs_ends_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "lol.yaml"
+    path.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    with pytest.raises(FlowFileError, match="more than 100,000 values"):
+        load_flow(path, {})
+    assert time.monotonic() - started < 1.0
+    assert "YAML aliases" in one_line_exit_2(run("validate", str(path)))
+
+
+def test_a_self_referencing_alias_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("version: 1\nname: loop\nsteps: &s [*s]\n")
+    line = one_line_exit_2(run("validate", str(path)))
+    assert "alias refers to itself" in line
+    assert "loop.yaml:3" in line
+
+
+def test_a_huge_flow_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as f:  # 50 MB, sparse: costs no disk
+        f.write(b"version: 1\nname: huge\n")
+        f.truncate(50 * 1024 * 1024)
+    started = time.monotonic()
+    line = one_line_exit_2(run("validate", str(path)))
+    assert time.monotonic() - started < 5  # the interpreter's start included
+    assert "limited to 1 MiB" in line
+
+
+def flow_with(tmp_path: Path, extra_step: str) -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text(f"""version: 1
+name: sec
+steps:
+  - id: src
+    component: {COMPONENTS}/shop
+    function: newOrders
+    config:
+      apiKey: ${{SHOP_KEY}}
+      endpoint: ${{SHOP_URL}}
+      plain: visible-value
+{extra_step}""")
+    return path
+
+
+def test_values_from_variables_are_masked_in_plan_json(tmp_path: Path) -> None:
+    path = flow_with(tmp_path, f"""  - id: crm
+    component: {COMPONENTS}/crm
+    function: upsertContact
+    map:
+      email: ${{MAP_EXPR}}
+""")
+    env = {"SHOP_KEY": "k-123-secret", "SHOP_URL": "https://user:pw-777@shop.invalid",
+           "MAP_EXPR": "customer.email"}
+    result = run("plan", "--json", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "k-123-secret" not in result.stdout and "pw-777" not in result.stdout
+    assert "customer.email" not in result.stdout
+    steps = json.loads(result.stdout)["steps"]
+    assert steps[0]["config"] == {"apiKey": "***", "endpoint": "***", "plain": "visible-value"}
+    assert steps[1]["config"] == {"mapping": {"email": "***"}}
+    assert all("FLOWRUN_CFG" not in s["env"] for s in steps)
+
+
+def test_a_bad_value_from_a_variable_is_not_echoed(tmp_path: Path) -> None:
+    path = flow_with(tmp_path, f"""  - id: crm
+    component: {COMPONENTS}/crm
+    function: upsertContact
+    memory: ${{MEM}}
+""")
+    env = {"SHOP_KEY": "x", "SHOP_URL": "y", "MEM": "hunter2-is-my-password"}
+    line = one_line_exit_2(run("validate", str(path), env=env))
+    assert "hunter2" not in line
+    assert "is not a valid memory" in line and "flow.yaml:14" in line
+
+
+def test_an_invalid_map_from_a_variable_is_not_echoed(tmp_path: Path) -> None:
+    path = flow_with(tmp_path, f"""  - id: crm
+    component: {COMPONENTS}/crm
+    function: upsertContact
+    map: ${{MAP_EXPR}}
+""")
+    env = {"SHOP_KEY": "x", "SHOP_URL": "y", "MAP_EXPR": "'s3cr3t-token' & ("}
+    line = one_line_exit_2(run("validate", str(path), env=env))
+    assert "s3cr3t" not in line
+    assert "invalid JSONata" in line
+
+
+def test_mapper_ids_never_clash_with_visible_ids(tmp_path: Path) -> None:
+    # With '-' as the separator these gave mapper-a-b-c twice, and the flow
+    # multiplied its messages; '.' is in no visible id, so ids are unique.
+    path = tmp_path / "clash.yaml"
+    path.write_text(f"""version: 1
+name: clash
+steps:
+  - {{id: a, component: {COMPONENTS}/shop, function: newOrders}}
+  - {{id: b-c, component: {COMPONENTS}/crm, function: upsertContact}}
+  - {{id: a-b, component: {COMPONENTS}/crm, function: upsertContact}}
+  - {{id: c, component: {COMPONENTS}/crm, function: upsertContact}}
+""")
+    result = run("plan", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    ids = [s["id"] for s in json.loads(result.stdout)["steps"]]
+    assert ids == ["a", "mapper.a.b-c", "b-c", "mapper.b-c.a-b", "a-b", "mapper.a-b.c", "c"]
+    assert len(set(ids)) == 7
+    queues = [s["input_queue"] for s in json.loads(result.stdout)["steps"][1:]]
+    assert len(set(queues)) == 6
+
+
+def test_names_are_unambiguous_across_flows() -> None:
+    # flow p + step x-y and flow p-x + step y were both `flowrun-p-x-y`.
+    assert names.container("p", "x-y") != names.container("p-x", "y")
+    assert names.network("p") != names.network("p-x")
+    assert names.step_user("p", "x-y") != names.step_user("p-x", "y")
+    assert names.data_key("p", "x-y") != names.data_key("p-x", "y")
+    assert names.BROKER_NETWORK != names.network("broker")
+    assert names.mapper_id("a", "b-c") != names.mapper_id("a-b", "c")
