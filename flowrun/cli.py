@@ -327,3 +327,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:
+        # The Docker SDK's and its HTTP client's own errors (an engine that stops
+        # answering mid-command): one line, not a traceback. Anything else is a bug.
+        if type(e).__module__.split(".")[0] not in ("docker", "requests", "urllib3"):
+            raise
+        click.echo(f"flowrun: the Docker engine failed: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)

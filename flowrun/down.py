@@ -6,6 +6,7 @@ import queue
 
 from flowrun.broker import BROKER_NAME, find_broker
 from flowrun.engine import Engine
+from flowrun.errors import EngineError
 from flowrun.events import Event
 from flowrun.runtime import Executor
 from flowrun.status import running_flows
@@ -19,14 +20,24 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
     networks = set(engine.networks()) if everything else set()
     if not flows and not everything:
         print("no flow is running")
+    failed: list[str] = []
     for name in flows:
-        removed = executor.down(name, grace, purge=purge)
+        try:
+            removed = executor.down(name, grace, purge=purge)
+        except EngineError as e:  # the others (and the broker) are still taken down
+            failed.append(f"{name}: {e}")
+            continue
         print(f"{name}: removed {len(removed)} container(s)"
               + (" and its queues" if purge and find_broker(engine) else "; queues kept"))
     if everything:
         for network in networks:
-            engine.remove_network(network)
+            try:
+                engine.remove_network(network)
+            except EngineError as e:
+                failed.append(str(e))
         if find_broker(engine) or engine.find(BROKER_NAME):
             engine.stop(BROKER_NAME, grace)
             engine.remove(BROKER_NAME)
             print(f"removed the broker ({BROKER_NAME})")
+    if failed:
+        raise EngineError("; ".join(failed) + "; restarting Docker clears stale endpoints")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.types import LogConfig
 
 from flowrun import labels
@@ -182,6 +183,10 @@ class Engine:
         try:
             self.api.stop(name, timeout=int(max(grace, 0)))
         except docker.errors.NotFound:
+            pass
+        except requests.exceptions.ReadTimeout:
+            # An overloaded engine (hundreds of containers stopping on two cores) can
+            # take longer than our client waits; the forced remove that follows ends it.
             pass
 
     def remove(self, name: str) -> None:

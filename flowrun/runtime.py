@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from flowrun import labels, names
 from flowrun.broker import BROKER_NAME, Broker, declare_topology, ensure_broker, find_broker
 from flowrun.engine import ContainerSpec, Engine, Observed
-from flowrun.errors import BuildFailed, FlowrunError
+from flowrun.errors import BuildFailed, EngineError, FlowrunError
 from flowrun.events import ApplyDone, BuildOutput, Event, Notice, Phase, StepLog, StepPhase
 from flowrun.images import base_image, build_image
 from flowrun.lock import FlowLock
@@ -257,18 +257,9 @@ class Executor:
             self._build_all(plan, to_start)
             self.broker = broker_future.result()
         self._check_cancelled()
-        for step in plan.steps:
-            action = todo.get(step.id)
-            if action and action.type is ActionType.KEEP:
-                self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
-                kept = self.engine.find(names.container(plan.flow, step.id))
-                if kept is not None:
-                    # Its sailor's own record says whether it is live; its old log
-                    # lines are history, so follow from now on.
-                    raw = self.engine.read_file(kept.id, STATE_FILE) if kept.running else None
-                    if raw and json.loads(raw).get("live"):
-                        self.put(StepPhase(step.id, Phase.LIVE))
-                    self.follow(kept.id, step.id, from_now=True)
+        kept = [s for s in plan.steps if (a := todo.get(s.id)) and a.type is ActionType.KEEP]
+        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
+            list(pool.map(lambda s: self._keep(plan, s), kept))
         flow = plan.flow
         for network, internal in ((names.network(flow), False),
                                   (names.internal_network(flow), True)):
@@ -288,6 +279,17 @@ class Executor:
                         for step_id in removals]
             for future in futures:
                 future.result()
+
+    def _keep(self, plan: Plan, step: RealStep) -> None:
+        self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
+        kept = self.engine.find(names.container(plan.flow, step.id))
+        if kept is not None:
+            # Its sailor's own record says whether it is live; its old log lines are
+            # history, so follow from now on.
+            raw = self.engine.read_file(kept.id, STATE_FILE) if kept.running else None
+            if raw and json.loads(raw).get("live"):
+                self.put(StepPhase(step.id, Phase.LIVE))
+            self.follow(kept.id, step.id, from_now=True)
 
     def _prepare_flow(self, plan: Plan) -> None:
         broker = self.broker
@@ -388,11 +390,19 @@ class Executor:
 
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="stop") as pool:
             list(pool.map(lambda o: stop(o.name, o.labels.get(labels.STEP, o.name)), observed))
+        # Every part is tried, so one that Docker refuses (a network it still thinks in
+        # use) does not leave the rest behind; what failed is said at the end.
+        failed: list[str] = []
         for network in (names.network(flow), names.internal_network(flow)):
-            self.engine.remove_network(network)
+            try:
+                self.engine.remove_network(network)
+            except EngineError as e:
+                failed.append(str(e))
         self.engine.remove_record(names.record_volume(flow))
         if purge:
             broker = self.broker or find_broker(self.engine)
             if broker is not None:
                 broker.purge_flow(flow)
+        if failed:
+            raise EngineError("; ".join(failed))
         return removed

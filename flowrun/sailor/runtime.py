@@ -330,6 +330,7 @@ class Sailor:
         params.heartbeat = 60
         params.blocked_connection_timeout = 300
         delay = RECONNECT_DELAY
+        said = 0.0
         while not self.stopping.is_set():
             try:
                 self.connection = pika.BlockingConnection(params)
@@ -339,9 +340,13 @@ class Sailor:
                 self._cancelled_by_broker = False
                 return
             except pika.exceptions.AMQPError as e:
-                log(f"waiting for the broker ({type(e).__name__})")
+                # At warm-up the step's broker user is made only once the flow's queues
+                # exist: a refused login then is expected, and said once, not each time.
+                if time.monotonic() - said > 10:
+                    log(f"waiting for the broker ({type(e).__name__})")
+                    said = time.monotonic()
                 self.stopping.wait(delay)
-                delay = min(delay * 1.5, 1.0)
+                delay = min(delay * 1.5, 2.0)
 
     def restore_snapshot(self) -> None:
         """The latest snapshot this step emitted before a restart, if any. Read without
