@@ -339,7 +339,10 @@ class Sailor:
                 self._deliveries = []
                 self._cancelled_by_broker = False
                 return
-            except pika.exceptions.AMQPError as e:
+            except (pika.exceptions.AMQPError, OSError) as e:
+                # OSError: while the broker's container restarts, its name on the flow's
+                # network does not resolve (gaierror); that is waiting too, not a crash
+                # (a crash would restart this process and lose a trigger's state).
                 # At warm-up the step's broker user is made only once the flow's queues
                 # exist: a refused login then is expected, and said once, not each time.
                 if time.monotonic() - said > 10:
