@@ -32,9 +32,9 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowrun.broker import ensure_broker, find_broker  # noqa: E402
-from flowrun.engine import Engine  # noqa: E402
-from flowrun.messaging import Sender, data_key, make_message  # noqa: E402
+from flowrun.broker.messaging import Sender, data_key, make_message  # noqa: E402
+from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
+from flowrun.engine.adapter import Engine  # noqa: E402
 from flowrun.sailor.runtime import Confirms  # noqa: E402
 
 COMPONENTS = ROOT / "sample_flows" / "components"
@@ -278,9 +278,10 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------- redeploy, footprint
 
 def redeploy(engine: Engine, tmp: Path, runs: int) -> dict[str, Any]:
-    from flowrun.component import load_component
-    from flowrun.images import base_image, build_image, dockerfile_path
-    from flowrun.revision import compute_revision
+    from flowrun.core.component import load_component
+    from flowrun.core.revision import compute_revision
+    from flowrun.engine.images import build_image
+    from flowrun.settings import base_image, dockerfile_path
 
     crm = tmp / "crm-watch"
     if crm.exists():

@@ -20,7 +20,7 @@ PROGRESS = click.Choice(["auto", "plain", "json"])
 
 
 def _engine() -> Any:
-    from flowrun.engine import Engine
+    from flowrun.engine.adapter import Engine
 
     return Engine()
 
@@ -29,8 +29,8 @@ def _resolve_flow(engine: Any, flow: str | None, must_run: bool = True,
                   queues_count: bool = False) -> str:
     """A flow name from a name, a flow file, or the only running flow. A name that no
     flow on this host has is bad input (exit 2), not an empty answer."""
-    from flowrun.flowfile import NAME_PATTERN, load_flow
-    from flowrun.status import running_flows
+    from flowrun.commands.status import running_flows
+    from flowrun.core.flowfile import NAME_PATTERN, load_flow
 
     if flow and Path(flow).is_file():
         name = load_flow(flow, os.environ).spec.name
@@ -55,14 +55,14 @@ def _resolve_flow(engine: Any, flow: str | None, must_run: bool = True,
 
 
 def _has_queues(engine: Any, flow: str) -> bool:
-    from flowrun.broker import find_broker
+    from flowrun.broker.server import find_broker
 
     broker = find_broker(engine)
     return broker is not None and broker.has_flow(flow)
 
 
 def _check_step(engine: Any, flow: str, step: str, option: str) -> None:
-    from flowrun.status import known_steps
+    from flowrun.commands.status import known_steps
 
     steps = known_steps(engine, flow)
     if step not in steps:
@@ -80,7 +80,7 @@ def cli() -> None:
 @click.argument("flow", type=click.Path(dir_okay=False))
 def validate(flow: str) -> None:
     """Check a flow file and its components; exit 0 when valid, 2 when not."""
-    from flowrun.project import load_plan
+    from flowrun.core.load import load_plan
 
     plan = load_plan(flow, os.environ)
     visible = sum(1 for s in plan.steps if s.visible_index is not None)
@@ -93,13 +93,13 @@ def validate(flow: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON (secrets masked).")
 def plan(flow: str, as_json: bool) -> None:
     """Show the real steps a flow file expands to, mapper steps included."""
-    from flowrun.project import load_plan
+    from flowrun.core.load import load_plan
 
     p = load_plan(flow, os.environ)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=2))
         return
-    from flowrun.render import print_plan
+    from flowrun.render.renderers import print_plan
 
     print_plan(p)
 
@@ -120,9 +120,9 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
     """Build what changed, start what is missing, wait until every step is live."""
     if detach and watch:
         raise click.UsageError("--watch needs an attached `up`; drop -d")
-    from flowrun.project import load_plan
-    from flowrun.render import choose
-    from flowrun.supervisor import Supervisor, UpOptions
+    from flowrun.core.load import load_plan
+    from flowrun.render.renderers import choose
+    from flowrun.supervise.supervisor import Supervisor, UpOptions
 
     p = load_plan(flow, os.environ)
     engine = _engine()
@@ -141,8 +141,8 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
 @click.option("--json", "as_json", is_flag=True)
 def status(flow: str | None, as_json: bool) -> None:
     """Every real step: state, live, uptime, restarts, queue depth, counters, staleness."""
-    from flowrun.render import print_status
-    from flowrun.status import flow_status, running_flows
+    from flowrun.commands.status import flow_status, running_flows
+    from flowrun.render.renderers import print_status
 
     engine = _engine()
     flows = [_resolve_flow(engine, flow)] if flow else running_flows(engine)
@@ -179,8 +179,8 @@ def _since(value: str | None) -> datetime | None:
 def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None,
          timestamps: bool) -> None:
     """Logs of one step, or of every step interleaved: flowrun logs [FLOW] [STEP]."""
-    from flowrun.logs import show_logs
-    from flowrun.status import running_flows
+    from flowrun.commands.logs import show_logs
+    from flowrun.commands.status import running_flows
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and STEP")
@@ -203,7 +203,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
 def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
     """Stop and remove a flow's containers and network (queues are kept unless --purge)."""
-    from flowrun.down import take_down
+    from flowrun.commands.down import take_down
 
     if everything and flow:
         raise click.UsageError("--all takes no FLOW")
@@ -218,7 +218,7 @@ def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
 
 
 def _broker(engine: Any) -> Any:
-    from flowrun.broker import find_broker
+    from flowrun.broker.server import find_broker
 
     broker = find_broker(engine)
     if broker is None:
@@ -227,7 +227,7 @@ def _broker(engine: Any) -> Any:
 
 
 def _trigger_of(engine: Any, flow: str) -> str:
-    from flowrun.status import flow_record
+    from flowrun.commands.status import flow_record
 
     for step, kind in flow_record(engine, flow) or []:
         if kind == "trigger":
@@ -247,7 +247,7 @@ def _trigger_of(engine: Any, flow: str) -> str:
 def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: str | None,
          expect_count: int | None, timeout: float) -> None:
     """Push a message into a running flow: flowrun send [FLOW] [BODY-JSON | -]."""
-    from flowrun.messaging import Sender, encode, make_message, tap
+    from flowrun.broker.messaging import Sender, encode, make_message, tap
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and BODY")
@@ -298,7 +298,7 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
 @click.option("--body", "body_only", is_flag=True, help="Print only each message's body.")
 def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> None:
     """Wait for COUNT messages out of a step: flowrun tail [FLOW] STEP."""
-    from flowrun.messaging import tap
+    from flowrun.broker.messaging import tap
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and STEP")

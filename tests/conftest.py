@@ -34,15 +34,15 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def engine() -> Any:
-    from flowrun.engine import Engine
+    from flowrun.engine.adapter import Engine
     from flowrun.errors import EngineUnavailable
-    from flowrun.images import base_image
+    from flowrun.settings import base_image
 
     try:
         eng = Engine()
     except EngineUnavailable as e:
         _unavailable(str(e))
-    from flowrun.broker import broker_image
+    from flowrun.settings import broker_image
 
     for image in (base_image(), broker_image()):
         if not eng.image_exists(image):

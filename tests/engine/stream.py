@@ -18,8 +18,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from flowrun.broker import find_broker
-from flowrun.messaging import data_key, make_message
+from flowrun.broker.messaging import data_key, make_message
+from flowrun.broker.server import find_broker
 
 ERRORS = (pika.exceptions.AMQPError, OSError)
 

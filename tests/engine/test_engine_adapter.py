@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flowrun.engine import ContainerSpec
-from flowrun.images import base_image
+from flowrun.engine.adapter import ContainerSpec
+from flowrun.settings import base_image
 
 
 def test_start_and_remove_a_real_container(engine: Any) -> None:

@@ -29,7 +29,7 @@ def test_requirements_are_installed_from_the_host_wheelhouse(flow_factory: Any,
 
 def test_unchanged_revision_is_not_rebuilt_and_a_broken_build_is_named(
         engine: Any, tmp_path: Path) -> None:
-    from flowrun.project import load_plan
+    from flowrun.core.load import load_plan
 
     broken = make_component(tmp_path, "broken-reqs", "go",
                             "def process(msg):\n    return msg\n",

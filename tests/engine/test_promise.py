@@ -17,8 +17,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from flowrun.broker import find_broker
-from flowrun.runtime import STEP_PIDS_LIMIT, STEP_UID
+from flowrun.broker.server import find_broker
+from flowrun.supervise.executor import STEP_PIDS_LIMIT, STEP_UID
 from tests.conftest import (
     COMPONENTS,
     ORDERS_STEPS,

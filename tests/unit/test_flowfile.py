@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from flowrun.core.flowfile import interpolate, load_flow
+from flowrun.core.masking import MASK, is_secret_key, mask
 from flowrun.errors import FlowFileError
-from flowrun.flowfile import interpolate, load_flow
-from flowrun.masking import MASK, is_secret_key, mask
 
 SAMPLES = Path(__file__).parent.parent.parent / "sample_flows"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flowrun import names
+from flowrun.core import names
+from flowrun.core.flowfile import load_flow
 from flowrun.errors import FlowFileError
-from flowrun.flowfile import load_flow
 from tests.conftest import COMPONENTS, ROOT
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flowrun.flowfile import load_flow
-from flowrun.plan import StepKind, check_flow, expand, load_components, load_mapper
+from flowrun.core.flowfile import load_flow
+from flowrun.core.plan import StepKind, check_flow, expand, load_components, load_mapper
 
 ROOT = Path(__file__).parent.parent.parent
 GOLDEN = ROOT / "tests" / "golden"

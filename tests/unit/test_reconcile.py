@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from flowrun import labels
-from flowrun.engine import Observed
-from flowrun.reconcile import ActionType, Cause, plan_text, reconcile
+from flowrun.core import labels
+from flowrun.core.observed import Observed
+from flowrun.core.reconcile import ActionType, Cause, actions_text, reconcile
 from tests.unit.test_plan import plan_of
 
 ROOT = Path(__file__).parent.parent.parent
@@ -37,7 +37,7 @@ def test_nothing_running_creates_every_step() -> None:
 def test_unchanged_flow_keeps_everything() -> None:
     actions = reconcile(PLAN, everything_running())
     assert {a.type for a in actions} == {ActionType.KEEP}
-    assert plan_text(actions).startswith("nothing to do")
+    assert actions_text(actions).startswith("nothing to do")
 
 
 def test_changed_component_recreates_only_its_steps() -> None:
@@ -55,7 +55,7 @@ def test_changed_config_and_crash_and_orphan() -> None:
     running[0] = observed("fetch", **{labels.CONFIG_HASH: "different"})
     running[4] = observed("notify", status="exited", exit_code=1)
     running.append(replace(observed("notify"), labels={labels.STEP: "gone"}))
-    lines = plan_text(reconcile(PLAN, running)).splitlines()
+    lines = actions_text(reconcile(PLAN, running)).splitlines()
     assert "recreate  fetch                        config changed" in lines
     assert "recreate  notify                       crashed (exit code 1)" in lines
     assert "remove    gone                         no longer in the flow" in lines

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from flowrun.events import BuildOutput, Notice, Phase, StepLog, StepPhase
-from flowrun.render import JsonRenderer, PlainRenderer, print_status
-from flowrun.status import FlowStatus, StepStatus
-from flowrun.supervisor import FlowState, StepState
+from flowrun.commands.status import FlowStatus, StepStatus
+from flowrun.render.renderers import JsonRenderer, PlainRenderer, print_status
+from flowrun.supervise.events import BuildOutput, Notice, Phase, StepLog, StepPhase
+from flowrun.supervise.state import FlowState, StepState
 
 HISTORY = [
     (0.0, StepPhase("fetch", Phase.BUILDING, "shop")),

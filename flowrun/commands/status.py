@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowrun import labels, names
-from flowrun.broker import find_broker
-from flowrun.engine import Engine, Observed
-from flowrun.images import base_image, dockerfile_path
-from flowrun.revision import compute_revision
+from flowrun.broker.server import find_broker
+from flowrun.core import labels, names
+from flowrun.core.observed import Observed
+from flowrun.core.revision import compute_revision
+from flowrun.engine.adapter import Engine
 from flowrun.sailor import STATE_FILE
+from flowrun.settings import base_image, dockerfile_path
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
-from flowrun import labels, names
-from flowrun.engine import Engine
+from flowrun.core import labels, names
+from flowrun.core.plan import Plan
+from flowrun.core.reconcile import Action, ActionType, actions_text, changes, reconcile
+from flowrun.engine.adapter import Engine
 from flowrun.errors import FlowFailed
-from flowrun.events import (
+from flowrun.settings import MAPPER_COMPONENT_DIR
+from flowrun.supervise.events import (
     ApplyDone,
     ComponentsChanged,
     Event,
@@ -29,42 +31,8 @@ from flowrun.events import (
     StepLog,
     StepPhase,
 )
-from flowrun.plan import MAPPER_COMPONENT_DIR, Plan
-from flowrun.reconcile import Action, ActionType, changes, plan_text, reconcile
-from flowrun.runtime import DEFAULT_GRACE, Executor
-
-LAST_LINES = 10
-
-
-@dataclass
-class StepState:
-    step: str
-    kind: str
-    phase: Phase = Phase.PENDING
-    detail: str = ""
-    since: float = 0.0
-    live_at: float | None = None
-    crashes: int = 0
-    last_lines: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FlowState:
-    flow: str
-    started: float
-    steps: dict[str, StepState]
-
-    def elapsed(self, now: float) -> float:
-        return now - self.started
-
-    def pending(self) -> list[str]:
-        return [s.step for s in self.steps.values() if s.phase is not Phase.LIVE]
-
-
-class Renderer(Protocol):
-    def begin(self, state: FlowState) -> None: ...
-    def event(self, event: Event, state: FlowState, now: float) -> None: ...
-    def close(self, state: FlowState) -> None: ...
+from flowrun.supervise.executor import DEFAULT_GRACE, Executor
+from flowrun.supervise.state import LAST_LINES, FlowState, Renderer, StepState
 
 
 @dataclass(frozen=True)
@@ -88,16 +56,16 @@ class Supervisor:
         self.interrupts = 0
         self.apply_thread: threading.Thread | None = None
 
-    def plan(self, plan: Plan, recreate: bool = False) -> list[Action]:
+    def actions_for(self, plan: Plan, recreate: bool = False) -> list[Action]:
         observed = self.engine.observe({labels.FLOW: plan.flow, labels.ROLE: labels.ROLE_STEP})
         return reconcile(plan, observed, recreate)
 
     def up(self, plan: Plan, options: UpOptions,
            replan: Callable[[], Plan] | None = None) -> tuple[int, str]:
         """Returns (exit code, summary). Raises FlowFailed when warm-up fails."""
-        actions = self.plan(plan, options.recreate)
+        actions = self.actions_for(plan, options.recreate)
         if options.dry_run:
-            return 0, plan_text(actions)
+            return 0, actions_text(actions)
         state = FlowState(plan.flow, self.clock(), {
             s.id: StepState(s.id, s.kind.value, since=self.clock()) for s in plan.steps
         })
@@ -266,7 +234,7 @@ class Supervisor:
     # ------------------------------------------------------------ watching
 
     def _start_watcher(self, plan: Plan) -> threading.Thread:
-        from flowrun.watch import watch_components
+        from flowrun.supervise.watch import watch_components
 
         paths = [c.path for c in plan.components if not _is_builtin(c.path)]
         ready = threading.Event()
@@ -286,7 +254,7 @@ class Supervisor:
         except Exception as e:  # a broken flow file mid-edit: say so, keep running
             self.events.put(Notice(f"not redeploying: {e}", "error"))
             return False
-        actions = [a for a in self.plan(plan) if a.type is not ActionType.REMOVE]
+        actions = [a for a in self.actions_for(plan) if a.type is not ActionType.REMOVE]
         todo = changes(actions)
         if not todo:
             self.events.put(Notice("change seen; no step's revision changed"))

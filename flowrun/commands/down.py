@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import queue
 
-from flowrun.broker import BROKER_NAME, find_broker
-from flowrun.engine import Engine
+from flowrun.broker.server import BROKER_NAME, find_broker
+from flowrun.commands.status import running_flows
+from flowrun.engine.adapter import Engine
 from flowrun.errors import EngineError
-from flowrun.events import Event
-from flowrun.runtime import Executor
-from flowrun.status import running_flows
+from flowrun.supervise.events import Event
+from flowrun.supervise.executor import Executor
 
 
 def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from flowrun.flowfile import load_flow
-from flowrun.images import base_image, dockerfile_path
-from flowrun.plan import Plan, check_flow, expand, load_components, load_mapper
-from flowrun.revision import compute_revision
+from flowrun.core.flowfile import load_flow
+from flowrun.core.plan import Plan, check_flow, expand, load_components, load_mapper
+from flowrun.core.revision import compute_revision
+from flowrun.settings import base_image, dockerfile_path
 
 
 def load_plan(path: str | Path, env: Mapping[str, str]) -> Plan:

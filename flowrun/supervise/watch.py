@@ -8,8 +8,8 @@ from pathlib import Path
 
 import watchfiles
 
-from flowrun.events import ComponentsChanged, Event
-from flowrun.revision import is_ignored
+from flowrun.core.revision import is_ignored
+from flowrun.supervise.events import ComponentsChanged, Event
 
 # How long the watcher waits in its native loop before it checks the stop event and
 # tells us it is running. Its first return is the sign that it is watching.

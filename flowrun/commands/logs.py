@@ -7,13 +7,13 @@ import sys
 import threading
 from datetime import datetime
 
-from flowrun import labels, names
-from flowrun.engine import Engine
+from flowrun.commands.status import flow_containers
+from flowrun.core import labels, names
+from flowrun.engine.adapter import Engine
 from flowrun.errors import BadInput
-from flowrun.events import StepLog
-from flowrun.render import prefix
-from flowrun.runtime import Follower
-from flowrun.status import flow_containers
+from flowrun.render.renderers import prefix
+from flowrun.supervise.events import StepLog
+from flowrun.supervise.followers import Follower
 
 
 def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,

@@ -17,13 +17,13 @@ from typing import Any
 
 import jsonata
 
-from flowrun import names
-from flowrun.component import Component, FunctionType, load_component
+from flowrun.core import names
+from flowrun.core.component import Component, FunctionType, load_component
+from flowrun.core.flowfile import LoadedFlow, StepSpec
+from flowrun.core.masking import mask
 from flowrun.errors import FlowFileError
-from flowrun.flowfile import LoadedFlow, StepSpec
-from flowrun.masking import mask
+from flowrun.settings import MAPPER_COMPONENT_DIR
 
-MAPPER_COMPONENT_DIR = Path(__file__).parent / "builtin" / "mapper"
 DEFAULT_MEMORY = "256m"
 DEFAULT_TRIGGER_INTERVAL = 1.0
 # Inside every step container: {"cfg": ..., "amqp_uri": ...}, mode 0400, owned by the

@@ -142,3 +142,11 @@ def step_key_pattern(flow: str, step: str) -> str:
 def step_read_pattern(flow: str, step: str) -> str:
     """A regular expression for the queues a step may read: its input and snapshot."""
     return rf"^{re.escape(flow)}:{re.escape(step)}:(messages|snapshot)$"
+
+
+def is_declared_queue(flow: str, queue: str) -> bool:
+    """A queue flowrun declares for the flow (a person's or a test's tap is not)."""
+    if queue in (error_queue(flow), output_queue(flow), live_queue(flow)):
+        return True
+    head, _, kind = queue.rpartition(":")
+    return head.startswith(f"{flow}:") and kind in ("messages", "snapshot", "rebound")

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from flowrun.events import (
+from flowrun.core import names
+from flowrun.supervise.events import (
     ApplyDone,
     BuildOutput,
     ComponentsChanged,
@@ -18,7 +19,7 @@ from flowrun.events import (
     StepLog,
     StepPhase,
 )
-from flowrun.supervisor import FlowState
+from flowrun.supervise.state import FlowState
 
 PREFIX_WIDTH = 24
 
@@ -234,9 +235,10 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
         if s.leak:
             notes.append(f"{s.step}: LEAK: {s.leak}; create the listener once, not per call")
     if status.errors_queued:
-        notes.append(f"{status.errors_queued} error event(s) in {status.flow}:errors")
+        notes.append(f"{status.errors_queued} error event(s) in {names.error_queue(status.flow)}")
     if status.dead_letters:
-        notes.append(f"{status.dead_letters} dead-lettered message(s) in {status.flow}:dead")
+        dead = names.dead_letter_queue(status.flow)
+        notes.append(f"{status.dead_letters} dead-lettered message(s) in {dead}")
     for note in notes:
         out.write(f"  ! {note}\n")
     out.flush()

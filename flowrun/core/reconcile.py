@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flowrun import labels
-from flowrun.engine import Observed
-from flowrun.plan import Plan
+from flowrun.core import labels
+from flowrun.core.observed import Observed
+from flowrun.core.plan import Plan
 
 
 class ActionType(StrEnum):
@@ -76,7 +76,7 @@ def changes(actions: Sequence[Action]) -> list[Action]:
     return [a for a in actions if a.type is not ActionType.KEEP]
 
 
-def plan_text(actions: Sequence[Action]) -> str:
+def actions_text(actions: Sequence[Action]) -> str:
     if not changes(actions):
         return "nothing to do: every real step runs its current revision and config"
     return "\n".join(a.line() for a in actions)

@@ -14,7 +14,8 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
-from flowrun import labels
+from flowrun.core import labels
+from flowrun.core.observed import Observed
 from flowrun.errors import BuildFailed, EngineError, EngineUnavailable
 
 
@@ -38,28 +39,6 @@ class ContainerSpec:
     # `files_owner`. How a step gets its config without the environment or argv.
     files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
     files_owner: int = 0
-
-
-@dataclass(frozen=True)
-class Observed:
-    """One container as Docker reports it."""
-
-    id: str
-    name: str
-    labels: Mapping[str, str]
-    status: str  # created, running, restarting, exited, dead, paused
-    started_at: datetime | None
-    finished_at: datetime | None
-    restart_count: int
-    exit_code: int
-    oom_killed: bool
-    error: str
-    env: Mapping[str, str]
-    ports: Mapping[str, int]
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -8,8 +8,8 @@ from importlib import metadata
 from pathlib import Path
 
 from flowrun.sailor import SAILOR_VERSION
+from flowrun.settings import SAILOR_DIR
 
-SAILOR_DIR = Path(__file__).parent / "sailor"
 SAILOR_REQUIREMENTS = ("pika", "jsonata-python")
 _IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", "node_modules", ".venv", ".idea", ".vscode"}

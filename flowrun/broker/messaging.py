@@ -16,8 +16,8 @@ from typing import Any
 
 import pika
 
-from flowrun import names
-from flowrun.broker import MAX_MESSAGE_BYTES, Broker
+from flowrun.broker.server import MAX_MESSAGE_BYTES, Broker
+from flowrun.core import names
 from flowrun.errors import BadInput, FlowFailed
 from flowrun.sailor.runtime import Confirms
 

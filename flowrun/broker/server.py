@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -32,13 +31,12 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from flowrun import labels, names
-from flowrun.engine import ContainerSpec, Engine
+from flowrun.core import labels, names
+from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.errors import FlowFailed
-from flowrun.plan import Plan
+from flowrun.settings import broker_image
 
 BROKER_NAME = names.BROKER_CONTAINER
-DEFAULT_BROKER_IMAGE = "flowrun/rabbitmq:bookworm"
 ADMIN_USER = "flowrun-admin"
 ADMIN_PASS_ENV = "FLOWRUN_BROKER_ADMIN_PASS"
 # A message that crashes its step again and again is dead-lettered after this many
@@ -72,10 +70,6 @@ _START = (
     "&& if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; "
     "then exec /usr/lib/rabbitmq/bin/rabbitmq-server; else exec rabbitmq-server; fi"
 )
-
-
-def broker_image() -> str:
-    return os.environ.get("FLOWRUN_BROKER_IMAGE", DEFAULT_BROKER_IMAGE)
 
 
 def _q(value: str) -> str:
@@ -197,80 +191,6 @@ class Broker:
         except urllib.error.HTTPError as e:
             if e.code != 404:
                 raise
-
-
-def declare_topology(broker: Broker, plan: Plan) -> None:
-    """Every queue and binding of the flow, before any of its steps can publish.
-
-    A message published to a routing key no queue is bound to is confirmed by the
-    broker and dropped; so the whole topology exists first (and the sailors publish
-    with `mandatory`, so a message that still finds no queue comes back and is
-    retried rather than acked upstream). Bindings on the flow's exchange that the
-    plan does not have (a removed step's input) are taken away, so nothing keeps
-    filling a queue nobody reads.
-    """
-    flow = plan.flow
-    exchange = names.exchange(flow)
-    wanted: set[tuple[str, str]] = set()
-    connection = broker.connect(flow)
-    try:
-        ch = connection.channel()
-        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
-
-        def bind(queue: str, key: str) -> None:
-            ch.queue_bind(queue, exchange, routing_key=key)
-            wanted.add((queue, key))
-
-        ch.queue_declare(plan.error_queue, durable=True, arguments={"x-queue-type": "quorum"})
-        bind(plan.error_queue, names.any_step_key(flow, "error"))
-        ch.queue_declare(plan.dead_letter_queue, durable=True,
-                         arguments={"x-queue-type": "quorum"})
-        ch.queue_declare(names.live_queue(flow), durable=True, arguments={
-            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
-            "x-message-ttl": LIVE_TTL_MS})
-        bind(names.live_queue(flow), names.any_step_key(flow, "live"))
-        # The last step's outputs have no next step: they are kept, bounded, here.
-        ch.queue_declare(names.output_queue(flow), durable=True, arguments={
-            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})
-        bind(names.output_queue(flow), plan.steps[-1].routes.data)
-        for step in plan.steps:
-            r = step.routes
-            # Only the latest snapshot matters: a one-message queue that drops the older.
-            ch.queue_declare(r.snapshot_queue, durable=True,
-                             arguments={"x-max-length": 1, "x-overflow": "drop-head"})
-            bind(r.snapshot_queue, r.snapshot)
-            if r.input_queue is None or r.listens_to is None or r.rebound_queue is None:
-                continue
-            ch.queue_declare(r.input_queue, durable=True, arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": plan.dead_letter_queue,
-            })
-            bind(r.input_queue, r.listens_to)
-            # A rebound waits here, then dead-letters back into the step's input.
-            ch.queue_declare(r.rebound_queue, durable=True, arguments={
-                "x-message-ttl": REBOUND_DELAY_MS,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": r.input_queue,
-            })
-            bind(r.rebound_queue, r.rebound)
-        for b in broker.bindings(flow):
-            if b.get("source") != exchange or b.get("destination_type") != "queue":
-                continue
-            queue, key = b["destination"], b["routing_key"]
-            if (queue, key) not in wanted and queue.startswith(f"{flow}:") and (
-                _is_ours(flow, queue)
-            ):
-                ch.queue_unbind(queue, exchange, routing_key=key)
-    finally:
-        connection.close()
-
-
-def _is_ours(flow: str, queue: str) -> bool:
-    """Queues flowrun declares (a test's or a person's own tap queue is left alone)."""
-    return queue.endswith((":messages", ":snapshot", ":rebound")) or queue in (
-        names.error_queue(flow), names.output_queue(flow), names.live_queue(flow))
 
 
 def find_broker(engine: Engine) -> Broker | None:

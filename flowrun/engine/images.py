@@ -11,28 +11,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from flowrun import labels
-from flowrun.component import Component
-from flowrun.engine import Engine
+from flowrun.core import labels
+from flowrun.core.component import Component
+from flowrun.core.revision import component_files, sailor_pins
+from flowrun.engine.adapter import Engine
 from flowrun.errors import BuildFailed
-from flowrun.revision import SAILOR_DIR, component_files, sailor_pins
-
-DEFAULT_BASE_IMAGE = "flowrun/python-base:bookworm"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def base_image() -> str:
-    return os.environ.get("FLOWRUN_BASE_IMAGE", DEFAULT_BASE_IMAGE)
-
-
-def dockerfile_path() -> Path:
-    override = os.environ.get("FLOWRUN_DOCKERFILE")
-    return Path(override) if override else REPO_ROOT / "Dockerfile.component"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("FLOWRUN_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return Path(root) / "flowrun" if root else Path.home() / ".cache" / "flowrun"
+from flowrun.settings import SAILOR_DIR, base_image, cache_dir, dockerfile_path
 
 
 def _pip(args: list[str], what: str) -> None:

@@ -1,0 +1,74 @@
+"""A flow's exchange, queues and bindings on the broker: declared before any step
+can publish, and kept exactly as the plan says (stale bindings are taken away)."""
+
+from __future__ import annotations
+
+from flowrun.broker.server import DELIVERY_LIMIT, LIVE_TTL_MS, OUTPUT_KEEP, REBOUND_DELAY_MS, Broker
+from flowrun.core import names
+from flowrun.core.plan import Plan
+
+
+def declare_topology(broker: Broker, plan: Plan) -> None:
+    """Every queue and binding of the flow, before any of its steps can publish.
+
+    A message published to a routing key no queue is bound to is confirmed by the
+    broker and dropped; so the whole topology exists first (and the sailors publish
+    with `mandatory`, so a message that still finds no queue comes back and is
+    retried rather than acked upstream). Bindings on the flow's exchange that the
+    plan does not have (a removed step's input) are taken away, so nothing keeps
+    filling a queue nobody reads.
+    """
+    flow = plan.flow
+    exchange = names.exchange(flow)
+    wanted: set[tuple[str, str]] = set()
+    connection = broker.connect(flow)
+    try:
+        ch = connection.channel()
+        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+
+        def bind(queue: str, key: str) -> None:
+            ch.queue_bind(queue, exchange, routing_key=key)
+            wanted.add((queue, key))
+
+        ch.queue_declare(plan.error_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        bind(plan.error_queue, names.any_step_key(flow, "error"))
+        ch.queue_declare(plan.dead_letter_queue, durable=True,
+                         arguments={"x-queue-type": "quorum"})
+        ch.queue_declare(names.live_queue(flow), durable=True, arguments={
+            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
+            "x-message-ttl": LIVE_TTL_MS})
+        bind(names.live_queue(flow), names.any_step_key(flow, "live"))
+        # The last step's outputs have no next step: they are kept, bounded, here.
+        ch.queue_declare(names.output_queue(flow), durable=True, arguments={
+            "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})
+        bind(names.output_queue(flow), plan.steps[-1].routes.data)
+        for step in plan.steps:
+            r = step.routes
+            # Only the latest snapshot matters: a one-message queue that drops the older.
+            ch.queue_declare(r.snapshot_queue, durable=True,
+                             arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+            bind(r.snapshot_queue, r.snapshot)
+            if r.input_queue is None or r.listens_to is None or r.rebound_queue is None:
+                continue
+            ch.queue_declare(r.input_queue, durable=True, arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": plan.dead_letter_queue,
+            })
+            bind(r.input_queue, r.listens_to)
+            # A rebound waits here, then dead-letters back into the step's input.
+            ch.queue_declare(r.rebound_queue, durable=True, arguments={
+                "x-message-ttl": REBOUND_DELAY_MS,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": r.input_queue,
+            })
+            bind(r.rebound_queue, r.rebound)
+        for b in broker.bindings(flow):
+            if b.get("source") != exchange or b.get("destination_type") != "queue":
+                continue
+            queue, key = b["destination"], b["routing_key"]
+            if (queue, key) not in wanted and names.is_declared_queue(flow, queue):
+                ch.queue_unbind(queue, exchange, routing_key=key)
+    finally:
+        connection.close()

@@ -1,0 +1,1 @@
+"""What the CLI's commands do beyond one call: status, logs, down."""

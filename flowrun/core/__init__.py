@@ -1,0 +1,2 @@
+"""The pure core: the flow file model, expansion into real steps, revisions,
+reconciling, and every name flowrun gives. No Docker, no broker, no terminal."""

@@ -1,0 +1,33 @@
+"""What runs, as the engine adapter reports it: the observed half of reconciling.
+
+Defined here, in the pure core, so that reconcile (and its tests) never import
+the Docker adapter; the adapter fills it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container as Docker reports it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    status: str  # created, running, restarting, exited, dead, paused
+    started_at: datetime | None
+    finished_at: datetime | None
+    restart_count: int
+    exit_code: int
+    oom_killed: bool
+    error: str
+    env: Mapping[str, str]
+    ports: Mapping[str, int]
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"

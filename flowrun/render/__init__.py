@@ -1,0 +1,1 @@
+"""Rendering: warm-up progress (TTY, plain, JSON), plans and status. Only this prints."""

@@ -1,0 +1,36 @@
+"""Settings read from the environment, and where flowrun's packaged resources are.
+
+Pure: no Docker, no broker. Every layer may read these.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+SAILOR_DIR = Path(__file__).resolve().parent / "sailor"
+MAPPER_COMPONENT_DIR = RESOURCES / "mapper"
+
+DEFAULT_BASE_IMAGE = "flowrun/python-base:bookworm"
+DEFAULT_BROKER_IMAGE = "flowrun/rabbitmq:bookworm"
+
+
+def base_image() -> str:
+    return os.environ.get("FLOWRUN_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+
+
+def broker_image() -> str:
+    return os.environ.get("FLOWRUN_BROKER_IMAGE", DEFAULT_BROKER_IMAGE)
+
+
+def dockerfile_path() -> Path:
+    """The template every component image is built from; shipped inside the package
+    (the repository's top-level Dockerfile.component is a link to it)."""
+    override = os.environ.get("FLOWRUN_DOCKERFILE")
+    return Path(override) if override else RESOURCES / "Dockerfile.component"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FLOWRUN_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(root) / "flowrun" if root else Path.home() / ".cache" / "flowrun"

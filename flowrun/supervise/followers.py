@@ -1,0 +1,134 @@
+"""Watching steps from outside: each container's log stream, and the sailors' live
+announcements over the broker. Both only put events on the supervisor's queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from flowrun.broker.server import Broker
+from flowrun.core import names
+from flowrun.core.observed import Observed
+from flowrun.engine.adapter import Engine
+from flowrun.sailor import LIVE_MARKER
+from flowrun.supervise.events import Event, Phase, StepLog, StepPhase
+
+
+class Follower:
+    """Follows one container's output across restarts; reports lines and liveness."""
+
+    def __init__(self, engine: Engine, name: str, step: str, put: Callable[[Event], None],
+                 stop: threading.Event, from_now: bool = False, timestamps: bool = False,
+                 outlive: bool = False) -> None:
+        self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
+        self.from_now, self.timestamps = from_now, timestamps
+        # outlive: when followed by name, wait for a replacement instead of ending
+        # (`flowrun logs -f` across a redeploy).
+        self.outlive = outlive
+        self.retired = threading.Event()  # set before a planned stop: not a crash
+        self.thread = threading.Thread(target=self.run, daemon=True, name=f"follow-{step}")
+
+    def start(self) -> Follower:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        since: datetime | None = datetime.now(UTC) if self.from_now else None
+        while not self.stop.is_set():
+            observed = self.engine.find(self.name)
+            if observed is None:
+                if not self.outlive:
+                    return
+                self.stop.wait(0.2)
+                continue
+            if observed.status == "running":
+                # Docker's `since` has one-second resolution: from the container's own
+                # start, so a restarted container's lines are not shown twice.
+                if since is None or (observed.started_at and observed.started_at > since):
+                    since = observed.started_at
+                for line in self.engine.logs(self.name, follow=True, since=since,
+                                             timestamps=self.timestamps):
+                    if LIVE_MARKER in line:
+                        self.put(StepPhase(self.step, Phase.LIVE))
+                    self.put(StepLog(self.step, line))
+                    if self.stop.is_set():
+                        return
+                if self.stop.is_set() or self.retired.is_set():
+                    return
+                after = self.engine.find(self.name)
+                if after is None:
+                    continue
+                self.put(StepPhase(self.step, Phase.CRASHED, self._exit_reason(after)))
+            elif observed.status in ("exited", "dead") and observed.restart_count == 0 and (
+                since is None
+            ):
+                # It died before we attached: show what it said, then wait for a restart.
+                for line in self.engine.logs(self.name, tail=20):
+                    self.put(StepLog(self.step, line))
+                self.put(StepPhase(self.step, Phase.CRASHED, f"exit code {observed.exit_code}"))
+                since = observed.started_at
+            # Docker restarts it after its backoff; wait for the next start.
+            self.stop.wait(0.2)
+
+
+    def _exit_reason(self, after: Observed) -> str:
+        """Docker may have restarted it already (ExitCode back to 0): ask its events."""
+        code, oom = after.exit_code, after.oom_killed
+        if after.running or after.status == "restarting":
+            for _ in range(10):  # the die event can trail the end of the log stream
+                found = self.engine.last_exit(after.id, after.started_at and
+                                              after.started_at - timedelta(minutes=10))
+                if found is not None:
+                    code, oom = found
+                    break
+                self.stop.wait(0.1)
+        return f"exit code {code}" + (" (out of memory)" if oom else
+                                       " (killed)" if code == 137 else "")
+
+
+class LiveListener:
+    """Hears each sailor announce itself live over the broker (`<flow>.<step>.live`).
+
+    Quicker than reading it from a followed log (Docker's log stream lags), and it
+    proves the step's own broker connection works. pika connections belong to one
+    thread: this one is made, used and closed inside the listener's thread.
+    """
+
+    def __init__(self, broker: Broker, flow: str, put: Callable[[Event], None],
+                 stop: threading.Event) -> None:
+        self.broker, self.flow, self.put, self.stop = broker, flow, put, stop
+        self.bound = threading.Event()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"live-{flow}")
+
+    def start(self, timeout: float = 10) -> LiveListener:
+        self.thread.start()
+        self.bound.wait(timeout)
+        return self
+
+    def _run(self) -> None:
+        try:
+            connection = self.broker.connect(self.flow)
+            channel = connection.channel()
+            queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(queue_name, names.exchange(self.flow),
+                               routing_key=names.any_step_key(self.flow, "live"))
+        except Exception as e:  # the log followers still see liveness, only later
+            self.failed = e
+            self.bound.set()
+            return
+        self.bound.set()
+        try:
+            for method, _props, body in channel.consume(queue_name, auto_ack=True,
+                                                        inactivity_timeout=0.2):
+                if self.stop.is_set():
+                    break
+                if method is not None:
+                    step = json.loads(body).get("step")
+                    if step:
+                        self.put(StepPhase(step, Phase.LIVE))
+            connection.close()
+        except Exception:  # broker restarts end this listener; followers carry on
+            return

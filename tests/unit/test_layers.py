@@ -1,0 +1,91 @@
+"""The package layout is the architecture: imports run one way only.
+
+    cli ─▶ commands ─▶ render ─▶ supervise ─▶ broker ─▶ engine ─▶ core
+                                                       └─────────▶ settings, errors, sailor
+
+`sailor` runs inside step containers: it imports nothing of flowrun's outside itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "flowrun"
+RANK = {"errors": 0, "settings": 0, "sailor": 0, "core": 1, "engine": 2, "broker": 3,
+        "supervise": 4, "render": 5, "commands": 6, "cli": 7, "__main__": 7, "__init__": 7}
+# Third-party libraries that belong to one layer and may not leak below it.
+OWNERS = {"docker": "engine", "requests": "engine", "pika": "broker", "rich": "render",
+          "watchfiles": "supervise"}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    assert parts[0] == "flowrun", module
+    return parts[1].removesuffix(".py") if len(parts) > 1 else "__init__"
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "resources" not in p.parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_imports_run_one_way(path: Path) -> None:
+    own = "flowrun." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    mine = layer(own)
+    for module, line in imports(path):
+        top = module.split(".")[0]
+        if top == "flowrun":
+            theirs = layer(module)
+            if mine == "sailor":
+                assert theirs == "sailor", f"{path}:{line}: the sailor imports {module}"
+            assert RANK[theirs] <= RANK[mine], (
+                f"{path}:{line}: {mine} imports {module} ({theirs} is above it)")
+        elif top in OWNERS and mine != "sailor":
+            assert RANK[mine] >= RANK[OWNERS[top]], (
+                f"{path}:{line}: {mine} imports {top}, which belongs to {OWNERS[top]}")
+
+
+def test_one_module_owns_every_queue_and_routing_key_name() -> None:
+    offenders = []
+    for path in MODULES:
+        if path.name == "names.py" or "sailor" in path.parts:
+            continue
+        text = path.read_text()
+        for needle in (':messages"', '.message"', ':errors"', ':dead"', ':snapshot"',
+                       ':rebound"', '.live"', 'f"flowrun-{', 'f"flowrun.{'):
+            if needle in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("args", [["validate"], ["plan"], ["plan", "--json"]])
+def test_validate_and_plan_load_neither_docker_nor_pika(args: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from flowrun.cli import main\n"
+        f"sys.argv = ['flowrun', *{args!r}, 'sample_flows/orders.yaml']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "loaded = sorted(m for m in ('docker', 'pika', 'rich.live', 'watchfiles') "
+        "if m in sys.modules)\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stderr, result.stderr
