@@ -39,6 +39,7 @@ from flowrun.settings import broker_image
 BROKER_NAME = names.BROKER_CONTAINER
 ADMIN_USER = "flowrun-admin"
 ADMIN_PASS_ENV = "FLOWRUN_BROKER_ADMIN_PASS"
+SECRET_LABEL = "io.flowrun.broker-secret"
 # A message that crashes its step again and again is dead-lettered after this many
 # deliveries (quorum queues count them for us, across consumer crashes).
 DELIVERY_LIMIT = 5
@@ -209,6 +210,25 @@ def _from_observed(engine: Engine, name: str) -> Broker | None:
     return Broker(amqp_port=amqp, http_port=http, admin_pass=password)
 
 
+def _admin_secret(engine: Engine) -> str:
+    """The broker's admin password, kept in a record of its own so that a broker
+    started anew (its container removed) has the one its data volume knows, and the
+    steps' passwords (derived from it) stay valid."""
+    record = engine.get_record(names.BROKER_SECRET_RECORD) or {}
+    secret = record.get(SECRET_LABEL)
+    if not secret:
+        secret = secrets.token_hex(16)
+        engine.put_record(names.BROKER_SECRET_RECORD, {SECRET_LABEL: secret,
+                                                        labels.ROLE: labels.ROLE_BROKER})
+    return secret
+
+
+def forget_broker(engine: Engine) -> None:
+    """`down --all --purge`: the broker's data and secret go too."""
+    engine.remove_volume(names.BROKER_DATA_VOLUME)
+    engine.remove_record(names.BROKER_SECRET_RECORD)
+
+
 def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
     """The host's broker, started if absent; returns (broker, started_now)."""
     started = False
@@ -233,7 +253,7 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
                  # 2-core CI machine that spin takes CPU from the steps themselves.
                  "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
                      "+sbwt none +sbwtdcpu none +sbwtdio none",
-                 ADMIN_PASS_ENV: secrets.token_hex(16)},
+                 ADMIN_PASS_ENV: _admin_secret(engine)},
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],
             user="rabbitmq",
@@ -241,6 +261,7 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
             memory=BROKER_MEMORY,
             # Loopback only: the host reaches it, nothing else does.
             ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
+            volumes={names.BROKER_DATA_VOLUME: "/var/lib/rabbitmq"},
             hardened=False,
         ))
         started = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 
-from flowrun.broker.server import BROKER_NAME, find_broker
+from flowrun.broker.server import BROKER_NAME, find_broker, forget_broker
 from flowrun.commands.status import running_flows
 from flowrun.engine.adapter import Engine
 from flowrun.errors import EngineError
@@ -39,5 +39,8 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
             engine.stop(BROKER_NAME, grace)
             engine.remove(BROKER_NAME)
             print(f"removed the broker ({BROKER_NAME})")
+        if purge:
+            forget_broker(engine)
+            print("removed the broker's data and secret")
     if failed:
         raise EngineError("; ".join(failed) + "; restarting Docker clears stale endpoints")

@@ -28,6 +28,10 @@ BROKER_CONTAINER = "flowrun-broker"
 # with '-' so it can never equal a flow's network (`flowrun.<flow>`).
 BROKER_NETWORK = "flowrun-broker"
 BROKER_ALIAS = "broker"  # how steps reach the broker on their flow's networks
+# The broker's data (queues, messages, vhosts, users) outlives its container, and so
+# does its admin secret: a broker started anew is the same broker to every step.
+BROKER_DATA_VOLUME = "flowrun-broker-data"
+BROKER_SECRET_RECORD = "flowrun-broker-secret"
 LOCK_DIR_NAME = "flowrun-locks"
 
 

@@ -27,7 +27,9 @@ class Cause(StrEnum):
     COMPONENT_CHANGED = "component changed"
     CONFIG_CHANGED = "config changed"
     CRASHED = "crashed"
+    KILLED = "killed"
     STOPPED = "stopped"
+    REMOVED = "removed"
     FORCED = "--recreate"
     ORPHAN = "no longer in the flow"
     UNCHANGED = "unchanged"
@@ -62,7 +64,9 @@ def reconcile(plan: Plan, observed: Iterable[Observed], recreate: bool = False) 
         elif current.labels.get(labels.CONFIG_HASH) != step.config_hash(plan.flow):
             actions.append(Action(ActionType.RECREATE, step.id, Cause.CONFIG_CHANGED))
         elif current.status in ("exited", "dead", "created"):
-            cause = Cause.CRASHED if current.exit_code not in (0, 143) else Cause.STOPPED
+            cause = (Cause.STOPPED if current.exit_code in (0, 143) else
+                     Cause.KILLED if current.exit_code == 137 and not current.oom_killed else
+                     Cause.CRASHED)
             actions.append(Action(ActionType.RECREATE, step.id, cause,
                                   f"exit code {current.exit_code}"))
         else:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import docker
 import docker.errors
@@ -39,6 +40,7 @@ class ContainerSpec:
     # `files_owner`. How a step gets its config without the environment or argv.
     files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
     files_owner: int = 0
+    volumes: Mapping[str, str] = field(default_factory=dict)  # named volume -> mount path
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -140,6 +142,7 @@ class Engine:
             security_opt=["no-new-privileges"] if spec.hardened else None,
             cap_drop=["ALL"] if spec.hardened else None,
             pids_limit=spec.pids_limit,
+            binds={v: {"bind": path, "mode": "rw"} for v, path in spec.volumes.items()} or None,
         )
         networking = None
         if spec.network:
@@ -151,6 +154,7 @@ class Engine:
             labels=dict(spec.labels), host_config=host_config, networking_config=networking,
             user=spec.user, command=spec.command, hostname=spec.hostname,
             ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in spec.ports] or None,
+            volumes=list(spec.volumes.values()) or None,
         )
         if spec.files:
             self.api.put_archive(created["Id"], "/", _tar(spec.files, spec.files_owner))
@@ -284,6 +288,9 @@ class Engine:
         found = self.api.volumes(filters={"label": [label]}).get("Volumes") or []
         return [dict(v.get("Labels") or {}) for v in found]
 
+    def remove_volume(self, name: str) -> None:
+        self.remove_record(name)
+
     def remove_record(self, name: str) -> None:
         try:
             self.api.remove_volume(name, force=True)
@@ -291,6 +298,12 @@ class Engine:
             pass
 
     # ------------------------------------------------------------ events
+
+    def container_events(self) -> Any:
+        """Docker's stream of container deaths and removals, as they happen. The
+        stream's close() ends it from another thread."""
+        return self.api.events(decode=True, filters={"type": "container",
+                                                     "event": ["die", "destroy"]})
 
     def last_exit(self, container_id: str, since: datetime | None) -> tuple[int, bool] | None:
         """(exit code, out of memory) of the container's last death, from Docker's

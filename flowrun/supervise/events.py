@@ -61,4 +61,24 @@ class Interrupted:
     count: int
 
 
-Event = StepPhase | BuildOutput | StepLog | Notice | ApplyDone | ComponentsChanged | Interrupted
+@dataclass(frozen=True)
+class ContainerGone:
+    """Docker says a step's container died or was removed (by anyone, us included):
+    the supervisor looks again once its backoff allows, and heals what differs."""
+
+    step: str
+    how: Literal["died", "removed"]
+
+
+@dataclass(frozen=True)
+class BrokerGone:
+    """The broker's container died or was removed."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Taking the flow down (after an interrupt) has ended."""
+
+
+Event = (StepPhase | BuildOutput | StepLog | Notice | ApplyDone | ComponentsChanged
+         | Interrupted | ContainerGone | BrokerGone | Stopped)

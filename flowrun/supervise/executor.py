@@ -31,7 +31,7 @@ from flowrun.supervise.events import (
     Phase,
     StepPhase,
 )
-from flowrun.supervise.followers import Follower, LiveListener
+from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener
 from flowrun.supervise.lock import FlowLock
 
 START_WORKERS = 8
@@ -98,6 +98,7 @@ class Executor:
         self.followers: dict[str, Follower] = {}
         self.broker: Broker | None = None
         self.listener: LiveListener | None = None
+        self.engine_watcher: EngineWatcher | None = None
         # Set by an interrupted `up`: what has not started yet is not started.
         self.cancelled = threading.Event()
 
@@ -108,6 +109,12 @@ class Executor:
         follower = self.followers.pop(step, None)
         if follower is not None:
             follower.retired.set()
+
+    def watch_engine(self, flow: str) -> None:
+        """Hear Docker say when a step's container (or the broker's) dies or goes."""
+        if self.engine_watcher is None:
+            self.engine_watcher = EngineWatcher(self.engine, flow, self.put,
+                                                self.stop_following).start()
 
     def follow(self, container_id: str, step: str, from_now: bool = False) -> None:
         # By id, not name: a replacement has the same name, and the old container's

@@ -7,13 +7,21 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from flowrun.broker.server import Broker
-from flowrun.core import names
+from flowrun.core import labels, names
 from flowrun.core.observed import Observed
 from flowrun.engine.adapter import Engine
 from flowrun.sailor import LIVE_MARKER
-from flowrun.supervise.events import Event, Phase, StepLog, StepPhase
+from flowrun.supervise.events import (
+    BrokerGone,
+    ContainerGone,
+    Event,
+    Phase,
+    StepLog,
+    StepPhase,
+)
 
 
 class Follower:
@@ -132,3 +140,48 @@ class LiveListener:
             connection.close()
         except Exception:  # broker restarts end this listener; followers carry on
             return
+
+
+class EngineWatcher:
+    """Hears Docker say that a step's container died or was removed, or that the
+    broker's did, whoever did it; the supervisor decides what to do about it."""
+
+    def __init__(self, engine: Engine, flow: str, put: Callable[[Event], None],
+                 stop: threading.Event) -> None:
+        self.engine, self.flow, self.put, self.stop = engine, flow, put, stop
+        self.stream: Any = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"docker-{flow}")
+
+    def start(self) -> EngineWatcher:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.stream = self.engine.container_events()
+                for event in self.stream:
+                    if self.stop.is_set():
+                        return
+                    self._hear(event)
+            except Exception:  # the engine restarted, or the stream was closed: again
+                self.stop.wait(1.0)
+
+    def _hear(self, event: dict[str, Any]) -> None:
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        how: Literal["died", "removed"] = (
+            "removed" if event.get("Action") == "destroy" else "died")
+        if attributes.get("name") == names.BROKER_CONTAINER:
+            self.put(BrokerGone())
+        elif (attributes.get(labels.FLOW) == self.flow
+              and attributes.get(labels.ROLE) == labels.ROLE_STEP
+              and labels.STEP in attributes):
+            self.put(ContainerGone(attributes[labels.STEP], how))
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except Exception:  # closing a stream that already ended
+                pass
