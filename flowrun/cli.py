@@ -217,13 +217,21 @@ def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
               grace=grace, purge=purge)
 
 
-def _broker(engine: Any) -> Any:
+def _broker(engine: Any, timeout: float = 30.0) -> Any:
+    """The running broker, once it accepts connections (it may be restarting)."""
     from flowrun.broker.server import find_broker
 
-    broker = find_broker(engine)
-    if broker is None:
-        raise FlowFailed("the broker is not running; start a flow with `flowrun up FLOW`")
-    return broker
+    deadline = time.monotonic() + timeout
+    while True:
+        broker = find_broker(engine)
+        if broker is not None and broker.ready():
+            return broker
+        if time.monotonic() > deadline:
+            if broker is None:
+                raise FlowFailed("the broker is not running; start a flow with "
+                                 "`flowrun up FLOW`")
+            raise FlowFailed(f"the broker did not accept connections within {timeout:g} s")
+        time.sleep(0.2)
 
 
 def _trigger_of(engine: Any, flow: str) -> str:
@@ -267,7 +275,7 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
     messages = [make_message(body, {"seq": i, "sentAt": time.time()}) for i in range(count)]
     for message in messages[:1]:
         encode(message)  # too large for the broker: exit 2 before anything is sent
-    broker = _broker(engine)
+    broker = _broker(engine, timeout or 30.0)
     source = as_step or _trigger_of(engine, flow)
 
     def publish() -> None:
@@ -306,7 +314,7 @@ def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> 
     engine = _engine()
     flow = _resolve_flow(engine, flow_arg)
     _check_step(engine, flow, step, "STEP")
-    with tap(_broker(engine), flow, step) as t:
+    with tap(_broker(engine, timeout or 30.0), flow, step) as t:
         got = t.take(count, timeout,
                      lambda m: click.echo(json.dumps(m.get("body") if body_only else m)))
     if got < count:
@@ -330,7 +338,9 @@ def main() -> None:
     except Exception as e:
         # The Docker SDK's and its HTTP client's own errors (an engine that stops
         # answering mid-command): one line, not a traceback. Anything else is a bug.
-        if type(e).__module__.split(".")[0] not in ("docker", "requests", "urllib3"):
+        origin = type(e).__module__.split(".")[0]
+        if origin not in ("docker", "requests", "urllib3", "pika"):
             raise
-        click.echo(f"flowrun: the Docker engine failed: {type(e).__name__}: {e}", err=True)
+        what = "the broker" if origin == "pika" else "the Docker engine"
+        click.echo(f"flowrun: {what} failed: {type(e).__name__}: {e}", err=True)
         sys.exit(1)

@@ -91,6 +91,7 @@ class Stream(threading.Thread):
         self.engine, self.flow, self.as_step = engine, flow, as_step
         self.body, self.count, self.rate = body, count, rate
         self.resent = 0
+        self.sent = 0  # confirmed or not, how far the stream has got
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -114,6 +115,7 @@ class Stream(threading.Thread):
                                      json.dumps(message).encode(),
                                      pika.BasicProperties(delivery_mode=2))
                     seq += 1
+                    self.sent = seq
                     if self.rate:
                         ahead = seq / self.rate - (time.monotonic() - started)
                         if ahead > 0:

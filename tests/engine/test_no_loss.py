@@ -30,8 +30,13 @@ def stream_through(engine: Any, name: str, disrupt: Any) -> None:
     stream = Stream(engine, name, "fetch", BODY, COUNT, rate=1000)
     stream.start()
     time.sleep(0.7)  # mid-stream
+    before = stream.sent
     disrupt()
+    after = stream.sent
     stream.join(timeout=180)
+    # The disruption really fell mid-stream: messages went before it and after it.
+    assert 0 < before < COUNT, before
+    assert after < COUNT and stream.sent == COUNT, (after, stream.sent)
     assert stream.error is None, stream.error
     sink.drain_until(COUNT, timeout=120)
     missing = sink.missing(COUNT)
