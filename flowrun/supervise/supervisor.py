@@ -127,6 +127,7 @@ class Run:
     state: FlowState
     mode: Mode = Mode.WARMING
     applying: bool = False
+    applying_what: str = "up"  # "up", "redeploy" or "heal": said when it fails
     changed_meanwhile: bool = False
     warmed: bool = False
     result: tuple[int, str] | None = None
@@ -265,8 +266,8 @@ class Supervisor:
         if event.error and not run.warmed:
             raise FlowFailed(event.error)
         if event.error:  # a redeploy or a heal: what runs keeps running
-            self.events.put(Notice(f"not applied, running steps left as they were: "
-                                   f"{event.error}", "error"))
+            self.events.put(Notice(f"{run.applying_what} failed, running steps left as "
+                                   f"they were: {event.error}", "error"))
         if run.changed_meanwhile:
             run.changed_meanwhile = False
             self._redeploy(run)
@@ -330,9 +331,10 @@ class Supervisor:
 
     # ------------------------------------------------------------ applying
 
-    def _apply(self, run: Run, plan: Plan, actions: Sequence[Action]) -> None:
+    def _apply(self, run: Run, plan: Plan, actions: Sequence[Action],
+               what: str = "up") -> None:
         run.plan = plan
-        run.applying = True
+        run.applying, run.applying_what = True, what
         self.apply_thread = self.executor.apply_async(plan, actions, run.options.grace)
 
     def _heal(self, run: Run, now: float) -> None:
@@ -364,7 +366,7 @@ class Supervisor:
             self.events.put(Notice(f"heal {action.step}: {action.cause.value}"
                                    + (f" ({action.detail})" if action.detail else "")
                                    + again, "warning"))
-        self._apply(run, run.plan, todo)
+        self._apply(run, run.plan, todo, "heal")
 
     def _redeploy(self, run: Run) -> None:
         assert self.replan is not None
@@ -379,7 +381,7 @@ class Supervisor:
             return
         for action in todo:
             self.events.put(Notice(f"redeploy {action.step}: {action.cause.value}"))
-        self._apply(run, plan, todo)
+        self._apply(run, plan, todo, "redeploy")
 
     # ------------------------------------------------------------ around the loop
 

@@ -59,15 +59,26 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "CI": "true"})
     events: list[dict[str, Any]] = []
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
 
     def until(check: Any, timeout: float) -> dict[str, Any]:
+        # Read in a thread: a blocking readline would make the timeout meaningless.
         deadline = time.monotonic() + timeout
-        assert proc.stdout is not None
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"up exited: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
-            event = json.loads(line)
+            try:
+                event = json.loads(lines.get(timeout=0.5))
+            except queue.Empty:
+                if proc.poll() is not None:
+                    raise AssertionError(f"up exited: {proc.returncode}") from None
+                continue
             events.append(event)
             if check(event):
                 return event
@@ -130,6 +141,7 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
             if proc.poll() is None:
                 proc.kill()
             flowrun("down", "--purge", "--grace", "0", name, check=False)
+            reader.join(5)
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
