@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +13,13 @@ from typing import Any
 from tests.conftest import (
     COMPONENTS,
     ORDERS_STEPS,
-    ROOT,
     flowrun,
     make_component,
     unique,
     wait_for,
     write_flow,
 )
+from tests.engine.attached import AttachedUp, live, notice
 
 
 def test_a_leaking_trigger_is_reported_and_a_correct_one_is_not(flow_factory: Any) -> None:
@@ -54,36 +50,8 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
     shutil.copytree(COMPONENTS / "crm", crm)
     name = unique("watch")
     path = write_flow(tmp_path, name, ORDERS_STEPS.replace(f"{COMPONENTS}/crm", str(crm)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowrun", "up", "--watch", "--progress", "json", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "CI": "true"})
-    events: list[dict[str, Any]] = []
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-
-    def until(check: Any, timeout: float) -> dict[str, Any]:
-        # Read in a thread: a blocking readline would make the timeout meaningless.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = json.loads(lines.get(timeout=0.5))
-            except queue.Empty:
-                if proc.poll() is not None:
-                    raise AssertionError(f"up exited: {proc.returncode}") from None
-                continue
-            events.append(event)
-            if check(event):
-                return event
-        raise AssertionError(f"timed out; events: {events[-20:]}")
-
+    up = AttachedUp(path, name, "--watch")
+    until, events = up.until, up.events
     try:
         until(lambda e: e.get("event") == "notice" and "watching" in e.get("text", ""), 120)
         before = {o.labels["io.flowrun.step"]: o.id
@@ -134,18 +102,8 @@ def test_watch_redeploys_only_the_changed_steps(engine: Any, tmp_path: Path) -> 
         assert {o.labels["io.flowrun.step"]: o.id
                 for o in engine.observe({"io.flowrun.flow": name})} == running
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            flowrun("down", "--purge", "--grace", "0", name, check=False)
-            reader.join(5)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-    assert proc.returncode == 0
+        code = up.stop()
+    assert code == 0
     assert engine.observe({"io.flowrun.flow": name}) == []
 
 
@@ -178,38 +136,8 @@ def test_a_trigger_snapshot_survives_a_restart(flow_factory: Any, engine: Any,
 def test_an_attached_up_brings_back_what_goes_away(engine: Any, tmp_path: Path) -> None:
     name = unique("heal")
     path = write_flow(tmp_path, name, ORDERS_STEPS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowrun", "up", "--progress", "json", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "CI": "true"})
-    events: queue.Queue[dict[str, Any]] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            events.put(json.loads(line))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-
-    def until(check: Any, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if check(event):
-                return event
-        raise AssertionError(f"timed out; up exited: {proc.poll()}")
-
-    def notice(text: str) -> Any:
-        return lambda e: e.get("event") == "notice" and text in e.get("text", "")
-
-    def live(step: str) -> Any:
-        return lambda e: (e.get("event") == "phase" and e["step"] == step
-                          and e["phase"] == "live")
-
+    up = AttachedUp(path, name)
+    until = up.until
     order = json.dumps({"id": "h", "customer": {"first": "A", "last": "B", "email": "a@b"},
                         "items": []})
     try:
@@ -233,15 +161,5 @@ def test_an_attached_up_brings_back_what_goes_away(engine: Any, tmp_path: Path) 
         out = flowrun("send", name, order, "--expect", "notify", "--timeout", "90").stdout
         assert "Order h from A B" in out
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            flowrun("down", "--purge", "--grace", "0", name, check=False)
-            reader.join(5)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-    assert proc.returncode == 0
+        code = up.stop()
+    assert code == 0
