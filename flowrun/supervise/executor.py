@@ -78,6 +78,10 @@ class Cancelled(FlowrunError):
     """An apply stopped early because `up` was interrupted."""
 
 
+class TakenDown(FlowrunError):
+    """A heal found its flow taken down by `flowrun down` meanwhile."""
+
+
 def record_labels(plan: Plan) -> dict[str, str]:
     """What the flow's record volume says: its real steps, so a step removed by hand
     still shows in `status` (as missing) rather than vanishing."""
@@ -124,23 +128,31 @@ class Executor:
 
     # ------------------------------------------------------------ apply
 
-    def apply_async(self, plan: Plan, actions: Sequence[Action], grace: float) -> threading.Thread:
-        thread = threading.Thread(target=self._apply_reporting, args=(plan, actions, grace),
-                                  daemon=True, name="apply")
+    def apply_async(self, plan: Plan, actions: Sequence[Action], grace: float,
+                    heal: bool = False) -> threading.Thread:
+        thread = threading.Thread(target=self._apply_reporting,
+                                  args=(plan, actions, grace, heal), daemon=True, name="apply")
         thread.start()
         return thread
 
-    def _apply_reporting(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
+    def _apply_reporting(self, plan: Plan, actions: Sequence[Action], grace: float,
+                         heal: bool) -> None:
         try:
-            self.apply(plan, actions, grace)
+            self.apply(plan, actions, grace, heal)
             self.put(ApplyDone())
         except FlowrunError as e:
             self.put(ApplyDone(error=str(e)))
         except Exception as e:  # an engine or broker failure we did not foresee
             self.put(ApplyDone(error=f"{type(e).__name__}: {e}"))
 
-    def apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
+    def apply(self, plan: Plan, actions: Sequence[Action], grace: float,
+              heal: bool = False) -> None:
         with FlowLock(plan.flow, on_wait=lambda text: self.put(Notice(text, "warning"))):
+            # A heal decided before a `flowrun down` from elsewhere took the lock must
+            # not bring the flow back once that down is done: down removes the record
+            # first, and a heal only goes on while it is there.
+            if heal and self.engine.get_record(names.record_volume(plan.flow)) is None:
+                raise TakenDown(f"flow {plan.flow} was taken down (flowrun down)")
             self._apply(plan, actions, grace)
 
     def _apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
@@ -277,6 +289,9 @@ class Executor:
 
     def _down(self, flow: str, grace: float, purge: bool) -> list[str]:
         self.stop_following.set()
+        # The record first: an attached `up` elsewhere reads its absence as "taken
+        # down on purpose", and does not heal the steps this is about to remove.
+        self.engine.remove_record(names.record_volume(flow))
         observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
         removed = [o.name for o in observed]
 

@@ -1,5 +1,6 @@
-"""Watching steps from outside: each container's log stream, and the sailors' live
-announcements over the broker. Both only put events on the supervisor's queue."""
+"""Watching steps from outside: each container's log stream, the sailors' live
+announcements over the broker, and Docker's own word when a container dies or is
+removed. All of them only put events on the supervisor's queue."""
 
 from __future__ import annotations
 

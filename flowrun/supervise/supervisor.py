@@ -83,6 +83,7 @@ class Engine(Protocol):
     """What the supervisor itself asks of the engine adapter."""
 
     def observe(self, label_filter: Any) -> Any: ...
+    def get_record(self, name: str) -> dict[str, str] | None: ...
     def logs(self, name: str, *, tail: int | str = ...) -> Any: ...
 
 
@@ -92,8 +93,8 @@ class Executor(Protocol):
     cancelled: threading.Event
     stop_following: threading.Event
 
-    def apply_async(self, plan: Plan, actions: Sequence[Action],
-                    grace: float) -> threading.Thread: ...
+    def apply_async(self, plan: Plan, actions: Sequence[Action], grace: float,
+                    heal: bool = ...) -> threading.Thread: ...
     def down(self, flow: str, grace: float, purge: bool = ...,
              lock: bool = ...) -> list[str]: ...
     def watch_engine(self, flow: str) -> None: ...
@@ -265,6 +266,8 @@ class Supervisor:
             return
         if event.error and not run.warmed:
             raise FlowFailed(event.error)
+        if run.applying_what == "heal" and self._taken_down(run):
+            return
         if event.error:  # a redeploy or a heal: what runs keeps running
             self.events.put(Notice(f"{run.applying_what} failed, running steps left as "
                                    f"they were: {event.error}", "error"))
@@ -335,9 +338,12 @@ class Supervisor:
                what: str = "up") -> None:
         run.plan = plan
         run.applying, run.applying_what = True, what
-        self.apply_thread = self.executor.apply_async(plan, actions, run.options.grace)
+        self.apply_thread = self.executor.apply_async(plan, actions, run.options.grace,
+                                                      heal=what == "heal")
 
     def _heal(self, run: Run, now: float) -> None:
+        if self._taken_down(run):
+            return
         due = {key for key, h in run.healing.items() if h.due is not None and h.due <= now}
         wanted = {a.step: a for a in self.actions_for(run.plan)}
         todo: list[Action] = []
@@ -367,6 +373,17 @@ class Supervisor:
                                    + (f" ({action.detail})" if action.detail else "")
                                    + again, "warning"))
         self._apply(run, run.plan, todo, "heal")
+
+    def _taken_down(self, run: Run) -> bool:
+        """`flowrun down` from another terminal removes the flow's record first: then
+        its steps going away is no fault to heal, and this `up` ends, as compose's does."""
+        if self.engine.get_record(names.record_volume(run.plan.flow)) is not None:
+            return False
+        self.events.put(Notice("the flow was taken down (flowrun down); not bringing it "
+                               "back", "warning"))
+        run.mode = Mode.STOPPING
+        self.events.put(Stopped())
+        return True
 
     def _redeploy(self, run: Run) -> None:
         assert self.replan is not None

@@ -160,6 +160,12 @@ def test_an_attached_up_brings_back_what_goes_away(engine: Any, tmp_path: Path) 
                  "the broker back")
         out = flowrun("send", name, order, "--expect", "notify", "--timeout", "90").stdout
         assert "Order h from A B" in out
+        # `flowrun down` from another terminal is no fault to heal: the attached `up`
+        # says so and ends, and nothing comes back.
+        flowrun("down", name, "--grace", "0")
+        until(notice("the flow was taken down"), 60)
+        assert up.proc.wait(timeout=60) == 0
+        assert engine.observe({"io.flowrun.flow": name}) == []
     finally:
         code = up.stop()
     assert code == 0

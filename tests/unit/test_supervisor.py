@@ -59,6 +59,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.containers: dict[str, Observed] = {}
+        self.taken_down = False  # `flowrun down` from another terminal removed the record
 
     def run(self, plan: Plan, step: str, status: str = "running", exit_code: int = 0) -> None:
         s = plan.step(step)
@@ -72,6 +73,9 @@ class FakeEngine:
 
     def observe(self, label_filter: Any) -> list[Observed]:
         return list(self.containers.values())
+
+    def get_record(self, name: str) -> dict[str, str] | None:
+        return None if self.taken_down else {"io.flowrun.flow": "orders"}
 
     def logs(self, name: str, *, tail: int | str = "all") -> list[str]:
         return [f"last line of {name}"]
@@ -89,8 +93,8 @@ class FakeExecutor:
         self.live_on_apply = True
         self.finish_apply = True
 
-    def apply_async(self, plan: Plan, actions: Sequence[Action],
-                    grace: float) -> threading.Thread:
+    def apply_async(self, plan: Plan, actions: Sequence[Action], grace: float,
+                    heal: bool = False) -> threading.Thread:
         self.applied.append(list(actions))
         for a in actions:
             if a.type in (ActionType.CREATE, ActionType.RECREATE):
@@ -279,3 +283,18 @@ def _with_revision(o: Observed, revision: str) -> Observed:
     import dataclasses
 
     return dataclasses.replace(o, labels={**o.labels, "io.flowrun.revision": revision})
+
+
+def test_a_flow_taken_down_from_elsewhere_is_not_brought_back() -> None:
+    supervisor, engine, executor, recorder, clock = make()
+    run = started(supervisor, UpOptions())
+    engine.taken_down = True  # `flowrun down` in another terminal: record first
+    engine.containers.clear()
+    for step in ("fetch", "enrich"):
+        supervisor.events.put(ContainerGone(step, "removed"))
+    supervisor.pump(run)
+    clock.now += HEAL_FIRST + 0.01
+    assert until_stopped(supervisor, run) == (0, "stopped")
+    supervisor.finish(run)
+    assert len(executor.applied) == 1  # nothing healed
+    assert any("taken down" in n for n in recorder.notices())
