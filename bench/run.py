@@ -215,7 +215,7 @@ def baseline_roundtrip(count: int, rate: float | None) -> tuple[list[float], flo
             confirms.publish("", "bench-baseline",
                              json.dumps({"sentAt": time.time(), "i": i}).encode(),
                              pika.BasicProperties(delivery_mode=2))
-            if rate or len(confirms.outstanding) >= Sender.BATCH:
+            if rate or len(confirms.unconfirmed) >= Sender.BATCH:
                 confirms.wait()
             if rate:
                 ahead = (i + 1) / rate - (time.perf_counter() - started)

@@ -97,7 +97,7 @@ class Sender:
             names.exchange(self.flow), data_key(self.flow, as_step), encode(message),
             pika.BasicProperties(delivery_mode=2, content_type="application/json",
                                  message_id=message["id"]))
-        if len(self.confirms.outstanding) >= self.BATCH:
+        if len(self.confirms.unconfirmed) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:

@@ -226,7 +226,7 @@ def _admin_secret(engine: Engine) -> str:
 def forget_broker(engine: Engine) -> None:
     """`down --all --purge`: the broker's data and secret go too."""
     engine.remove_volume(names.BROKER_DATA_VOLUME)
-    engine.remove_record(names.BROKER_SECRET_RECORD)
+    engine.remove_volume(names.BROKER_SECRET_RECORD)
 
 
 def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:

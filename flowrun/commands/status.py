@@ -13,7 +13,7 @@ from typing import Any
 
 from flowrun.broker.server import find_broker
 from flowrun.core import labels, names
-from flowrun.core.observed import Observed
+from flowrun.core.observed import Observed, describe_exit
 from flowrun.core.revision import compute_revision
 from flowrun.engine.adapter import Engine
 from flowrun.sailor import STATE_FILE
@@ -66,9 +66,10 @@ def running_flows(engine: Engine) -> list[str]:
     return sorted(found)
 
 
-def flow_record(engine: Engine, flow: str) -> list[tuple[str, str]] | None:
+def flow_record(engine: Engine, flow: str,
+                record: dict[str, str] | None = None) -> list[tuple[str, str]] | None:
     """The flow's real steps (id, kind) as its last `up` planned them."""
-    record = engine.get_record(names.record_volume(flow))
+    record = record or engine.get_record(names.record_volume(flow))
     if not record or labels.STEPS not in record:
         return None
     try:
@@ -136,12 +137,7 @@ def _last_exit(engine: Engine, o: Observed) -> str | None:
         if found is None:
             return None
         code, oom = found
-    text = f"exit code {code}"
-    if oom:
-        text += " (out of memory: raise `memory:` for this step)"
-    elif code == 137:
-        text += " (killed: SIGKILL)"
-    return text
+    return describe_exit(code, oom)
 
 
 def _hung(o: Observed, state: dict[str, Any], now: float) -> str | None:
@@ -172,8 +168,7 @@ def _why_down(o: Observed, last_exit: str | None, hung: str | None,
                 "`flowrun up` (or keep `flowrun up --watch` running)")
     if o.status == "restarting":
         return last_exit, "Docker is restarting it (restart policy)"
-    cause = "stopped by hand or killed" if not o.oom_killed else "out of memory"
-    return (f"{cause}: {last_exit or o.status}",
+    return (f"stopped: {last_exit or o.status}",
             f"`flowrun up {source}` starts it again (an attached `up` does it by itself)")
 
 
@@ -225,10 +220,10 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
             why=why, remedy=remedy,
         ))
     present = {s.step for s in steps}
-    record = flow_record(engine, flow) or []
+    raw_record = engine.get_record(names.record_volume(flow)) or {}
     source = (observed[0].labels.get(labels.SOURCE, "") if observed else
-              (engine.get_record(names.record_volume(flow)) or {}).get(labels.SOURCE, ""))
-    for index, (step, kind) in enumerate(record):
+              raw_record.get(labels.SOURCE, ""))
+    for index, (step, kind) in enumerate(flow_record(engine, flow, raw_record) or []):
         if step in present:
             continue
         queue = queues.get(names.input_queue(flow, step), {})

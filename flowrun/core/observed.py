@@ -11,6 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+def describe_exit(code: int, oom: bool) -> str:
+    """How a step's process ended, in the words `up` and `status` both use."""
+    if oom:
+        return f"exit code {code} (out of memory: raise `memory:` for this step)"
+    if code == 137:
+        return f"exit code {code} (killed: SIGKILL)"
+    return f"exit code {code}"
+
+
 @dataclass(frozen=True)
 class Observed:
     """One container as Docker reports it."""

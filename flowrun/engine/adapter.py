@@ -289,9 +289,7 @@ class Engine:
         return [dict(v.get("Labels") or {}) for v in found]
 
     def remove_volume(self, name: str) -> None:
-        self.remove_record(name)
-
-    def remove_record(self, name: str) -> None:
+        """A record or a data volume; gone already is fine."""
         try:
             self.api.remove_volume(name, force=True)
         except docker.errors.NotFound:

@@ -66,10 +66,6 @@ class Confirms:
         while not ready:
             connection.process_data_events(time_limit=0.1)
 
-    @property
-    def outstanding(self) -> dict[int, Outgoing]:
-        return self.unconfirmed
-
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # The broker sends basic.return before the basic.ack of the same publish.
         self.failed.append((method.exchange, method.routing_key, body, properties))
@@ -178,7 +174,6 @@ class Sailor:
         self._foreign: queue.SimpleQueue[tuple[str, Any, dict[str, Any] | None]] = (
             queue.SimpleQueue()
         )
-        self._state_written = 0.0
         self.connection: Any = None
         self.channel: Any = None
         self.confirms: Confirms | None = None
@@ -274,7 +269,7 @@ class Sailor:
             log(f"WARNING {len(failed)} output(s) reached no queue (routing key {keys}): "
                 f"the flow's queues are missing; not acking the input, sending again in "
                 f"{delay:.1f} s. `flowrun up` declares them again.")
-            self.write_state(force=True)
+            self.write_state()
             self.connection.sleep(delay)
             self.beat = time.time()
             if self.stopping.is_set():
@@ -303,11 +298,9 @@ class Sailor:
 
     # ------------------------------------------------------------ state
 
-    def write_state(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._state_written < 0.5:
-            return
-        self._state_written = now
+    def write_state(self) -> None:
+        """At changes of `live` and `leak`; the watchdog writes it every second too,
+        so the hot path (one batch of messages after another) never does."""
         state = {"live": self.live, "leak": self.leak, "pid": os.getpid(), "beat": self.beat,
                  "in_call_since": self.call_started, **self.counters}
         tmp = f"{STATE_FILE}.{threading.get_ident()}.tmp"
@@ -369,7 +362,7 @@ class Sailor:
         says since when (`flowrun status` reports the step hung)."""
         while not self.stopping.wait(1.0):
             try:
-                self.write_state(force=True)
+                self.write_state()
             except OSError:
                 pass
 
@@ -395,7 +388,7 @@ class Sailor:
                 if self.confirms is not None and self.kind == "trigger":
                     self.carry = [*self.carry, *self.confirms.unsent()]
                 self.live = False
-                self.write_state(force=True)
+                self.write_state()
                 log(f"broker connection lost ({type(e).__name__}: {e}); reconnecting")
                 self._drop_connection()
                 self.stopping.wait(RECONNECT_DELAY)
@@ -415,7 +408,7 @@ class Sailor:
         if not self.confirm_outputs():
             return
         self.live = True
-        self.write_state(force=True)
+        self.write_state()
         log(f"{LIVE_MARKER} step={self.step_id} function={self.function} kind={self.kind}")
 
     def run_consumer(self) -> None:
@@ -444,7 +437,6 @@ class Sailor:
                 tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
                 careful = False
             self._flush_foreign()
-            self.write_state()
         # Stopping: deliveries already handed to us but not started go back to the queue
         # when the channel closes; nothing in hand is left half done.
 
@@ -501,7 +493,6 @@ class Sailor:
                 log(f"WARNING trigger '{self.function}' leaks listeners: {found}. A real-time "
                     "trigger's process() is called again and again in the same process: create "
                     "the listener once (at module level, or guarded by `if listener is None`).")
-            self.write_state()
             # Keep the connection serviced (heartbeats, emits from listeners) while waiting.
             while not self.stopping.is_set():
                 self.beat = time.time()
@@ -526,7 +517,7 @@ class Sailor:
         except pika.exceptions.AMQPError:
             pass
         self.runner.close()
-        self.write_state(force=True)
+        self.write_state()
         log("flowrun-sailor: stopped")
 
 

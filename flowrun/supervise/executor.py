@@ -291,7 +291,7 @@ class Executor:
         self.stop_following.set()
         # The record first: an attached `up` elsewhere reads its absence as "taken
         # down on purpose", and does not heal the steps this is about to remove.
-        self.engine.remove_record(names.record_volume(flow))
+        self.engine.remove_volume(names.record_volume(flow))
         observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
         removed = [o.name for o in observed]
 
@@ -311,7 +311,6 @@ class Executor:
                 self.engine.remove_network(network)
             except EngineError as e:
                 failed.append(str(e))
-        self.engine.remove_record(names.record_volume(flow))
         if purge:
             broker = self.broker or find_broker(self.engine)
             if broker is not None:

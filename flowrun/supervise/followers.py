@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from flowrun.broker.server import Broker
 from flowrun.core import labels, names
-from flowrun.core.observed import Observed
+from flowrun.core.observed import Observed, describe_exit
 from flowrun.engine.adapter import Engine
 from flowrun.sailor import LIVE_MARKER
 from flowrun.supervise.events import (
@@ -76,7 +76,8 @@ class Follower:
                 # It died before we attached: show what it said, then wait for a restart.
                 for line in self.engine.logs(self.name, tail=20):
                     self.put(StepLog(self.step, line))
-                self.put(StepPhase(self.step, Phase.CRASHED, f"exit code {observed.exit_code}"))
+                self.put(StepPhase(self.step, Phase.CRASHED,
+                                  describe_exit(observed.exit_code, observed.oom_killed)))
                 since = observed.started_at
             # Docker restarts it after its backoff; wait for the next start.
             self.stop.wait(0.2)
@@ -93,8 +94,7 @@ class Follower:
                     code, oom = found
                     break
                 self.stop.wait(0.1)
-        return f"exit code {code}" + (" (out of memory)" if oom else
-                                       " (killed)" if code == 137 else "")
+        return describe_exit(code, oom)
 
 
 class LiveListener:

@@ -106,14 +106,10 @@ class Healing:
 
     attempts: int = 0
     due: float | None = None
-    how: str = ""
 
-    def schedule(self, now: float, how: str) -> float:
-        delay: float = min(HEAL_FIRST * 2.0 ** self.attempts, HEAL_CAP)
+    def schedule(self, now: float) -> None:
         if self.due is None:
-            self.due = now + delay
-        self.how = how
-        return delay
+            self.due = now + min(HEAL_FIRST * 2.0 ** self.attempts, HEAL_CAP)
 
 
 BROKER = "\0broker"  # the healing entry of the broker, which is no step
@@ -232,9 +228,9 @@ class Supervisor:
         elif isinstance(event, ComponentsChanged):
             self._on_components_changed(run)
         elif isinstance(event, ContainerGone):
-            self._on_gone(run, event.step, event.how, now)
+            self._on_gone(run, event.step, now)
         elif isinstance(event, BrokerGone):
-            self._on_gone(run, BROKER, "gone", now)
+            self._on_gone(run, BROKER, now)
         elif isinstance(event, Stopped):
             # Stopping an attached flow is how it ends: 0. Interrupted before it was
             # live, the `up` did not do what it was asked: 130.
@@ -298,12 +294,12 @@ class Supervisor:
         else:
             self._redeploy(run)
 
-    def _on_gone(self, run: Run, key: str, how: str, now: float) -> None:
+    def _on_gone(self, run: Run, key: str, now: float) -> None:
         if run.mode is Mode.STOPPING:
             return
         # Our own replacements also make containers die and go: the look after the
         # backoff (a reconcile) tells those apart, for it finds nothing to do.
-        run.healing.setdefault(key, Healing()).schedule(now, how)
+        run.healing.setdefault(key, Healing()).schedule(now)
 
     def _on_interrupt(self, run: Run, event: Interrupted) -> None:
         force = event.count > 1  # a second Ctrl-C forces the stop
