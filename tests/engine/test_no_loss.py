@@ -24,10 +24,10 @@ BODY = {"id": "o", "customer": {"first": "A", "last": "B", "email": "a@b.c"},
         "items": [{"price": 1}]}
 
 
-def stream_through(engine: Any, name: str, disrupt: Any) -> None:
+def stream_through(engine: Any, name: str, disrupt: Any, rate: float = 1000) -> None:
     sink = Sink(engine, name, "notify")
     sink.declare()
-    stream = Stream(engine, name, "fetch", BODY, COUNT, rate=1000)
+    stream = Stream(engine, name, "fetch", BODY, COUNT, rate=rate)
     stream.start()
     time.sleep(0.7)  # mid-stream
     before = stream.sent
@@ -74,7 +74,9 @@ def test_redeploy_mid_stream_loses_nothing(flow_factory: Any, engine: Any,
         assert changed == ["enrich"], dry
         flowrun("up", "-d", str(flow.path))
 
-    stream_through(engine, name, redeploy)
+    # A redeploy (a build, then the replacement) takes seconds: a slower stream
+    # still runs when it ends, so messages go after it as well as before.
+    stream_through(engine, name, redeploy, rate=300)
 
 
 def test_broker_restart_loses_nothing(flow_factory: Any, engine: Any) -> None:
