@@ -255,7 +255,7 @@ def _trigger_of(engine: Any, flow: str) -> str:
 def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: str | None,
          expect_count: int | None, timeout: float) -> None:
     """Push a message into a running flow: flowrun send [FLOW] [BODY-JSON | -]."""
-    from flowrun.broker.messaging import Sender, encode, make_message, tap
+    from flowrun.broker.messaging import Sender, check_size, make_message, tap
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and BODY")
@@ -274,7 +274,7 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
         _check_step(engine, flow, expect_step, "--expect")
     messages = [make_message(body, {"seq": i, "sentAt": time.time()}) for i in range(count)]
     for message in messages[:1]:
-        encode(message)  # too large for the broker: exit 2 before anything is sent
+        check_size(message)  # too large for the broker: exit 2 before anything is sent
     broker = _broker(engine, timeout or 30.0)
     source = as_step or _trigger_of(engine, flow)
 

@@ -14,10 +14,21 @@ MAPPER_COMPONENT_DIR = RESOURCES / "mapper"
 
 DEFAULT_BASE_IMAGE = "flowrun/python-base:bookworm"
 DEFAULT_BROKER_IMAGE = "flowrun/rabbitmq:bookworm"
+DEFAULT_NODE_IMAGE = "flowrun/node-base:bookworm"
 
 
 def base_image() -> str:
     return os.environ.get("FLOWRUN_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+
+
+def node_base_image() -> str:
+    """The base of Node.js component images: Debian's nodejs, no npm."""
+    return os.environ.get("FLOWRUN_NODE_IMAGE", DEFAULT_NODE_IMAGE)
+
+
+def node_dockerfile_path() -> Path:
+    """The template every Node.js component image is built from."""
+    return RESOURCES / "Dockerfile.node"
 
 
 def broker_image() -> str:

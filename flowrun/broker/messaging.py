@@ -2,12 +2,13 @@
 
 For CI smoke tests: `flowrun send` publishes as if a step had emitted (by
 default the trigger), `flowrun tail` waits for N messages from a step's output.
-Both speak AMQP to the host's broker as its admin, inside the flow's vhost.
+Both speak AMQP to the host's broker as its admin, inside the flow's vhost, and
+the platform's wire protocol (`flowrun.sailor.wire`): encrypted bodies with the
+flow's keys, lineage in the headers.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,17 +17,19 @@ from typing import Any
 
 import pika
 
+from flowrun.broker.platform import message_keys
 from flowrun.broker.server import MAX_MESSAGE_BYTES, Broker
 from flowrun.core import names
 from flowrun.errors import BadInput, FlowFailed
+from flowrun.sailor import wire
 from flowrun.sailor.runtime import Confirms
 
 data_key = names.data_key
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(keys: wire.Keys, message: dict[str, Any]) -> bytes:
     """A message as it travels, refused here (exit 2) when the broker would refuse it."""
-    raw = json.dumps(message).encode()
+    raw = keys.encrypt(message)
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadInput(f"the message is {len(raw) / 1024 / 1024:.1f} MiB; the broker takes "
                        f"at most {MAX_MESSAGE_BYTES // 1024 // 1024} MiB per message: send a "
@@ -34,15 +37,45 @@ def encode(message: dict[str, Any]) -> bytes:
     return raw
 
 
+def check_size(message: dict[str, Any]) -> None:
+    """Before anything is sent: the encrypted size does not depend on the key."""
+    encode(wire.Keys("size", "0" * 16), message)
+
+
 def make_message(body: Any, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": str(uuid.uuid4()), "body": body, "attachments": {},
             "headers": headers or {}, "metadata": {}, "passthrough": {}}
+
+
+def properties_for(flow: str, as_step: str, message: dict[str, Any]) -> pika.BasicProperties:
+    """A new thread begins here: the message's own headers travel in the AMQP headers
+    too, which every sailor (flowrun's and the platform's) carries on."""
+    headers = wire.outgoing_headers(
+        {k: v for k, v in (message.get("headers") or {}).items()
+         if isinstance(v, str | int | float | bool)},
+        as_step, flow, message_id=message["id"])
+    return pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                message_id=message["id"], headers=headers)
+
+
+def decode(keys: wire.Keys, body: bytes, properties: Any) -> dict[str, Any]:
+    """A message as `tail` shows it: decrypted, its lineage (AMQP headers) beside its
+    own headers."""
+    amqp = {k: v for k, v in (getattr(properties, "headers", None) or {}).items()
+            if not k.startswith("x-")}
+    try:
+        msg = wire.decode_data(keys, body, amqp)
+    except wire.WireError as e:
+        msg = {"body": None, "headers": {}, "error": str(e)}
+    msg["headers"] = {**amqp, **(msg.get("headers") or {})}
+    return msg
 
 
 class Tap:
     """A temporary queue bound to one step's output; bind before you send."""
 
     def __init__(self, broker: Broker, flow: str, step: str) -> None:
+        self.keys = message_keys(broker, flow)
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
         declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
@@ -54,10 +87,10 @@ class Tap:
         """Deliver up to `count` messages to `on_message`; return how many came."""
         got = 0
         deadline = time.monotonic() + timeout
-        for method, _props, body in self.channel.consume(self.queue, auto_ack=True,
-                                                          inactivity_timeout=0.1):
+        for method, props, body in self.channel.consume(self.queue, auto_ack=True,
+                                                         inactivity_timeout=0.1):
             if method is not None:
-                on_message(json.loads(body))
+                on_message(decode(self.keys, body, props))
                 got += 1
                 if got >= count:
                     break
@@ -87,6 +120,7 @@ class Sender:
 
     def __init__(self, broker: Broker, flow: str, timeout: float = 30.0) -> None:
         self.flow = flow
+        self.keys = message_keys(broker, flow)
         self.timeout = timeout
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
@@ -94,9 +128,8 @@ class Sender:
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
         self.confirms.publish(
-            names.exchange(self.flow), data_key(self.flow, as_step), encode(message),
-            pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                 message_id=message["id"]))
+            names.exchange(self.flow), data_key(self.flow, as_step),
+            encode(self.keys, message), properties_for(self.flow, as_step, message))
         if len(self.confirms.unconfirmed) >= self.BATCH:
             self.flush()
 

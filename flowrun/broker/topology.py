@@ -42,13 +42,14 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         ch.queue_declare(names.output_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})
         bind(names.output_queue(flow), plan.steps[-1].routes.data)
+        # Every step's snapshots, in order: the platform services fold them into one
+        # snapshot per step (`updateSnapshot` merges, so none may be dropped).
+        ch.queue_declare(plan.snapshot_queue, durable=True,
+                         arguments={"x-queue-type": "quorum"})
+        bind(plan.snapshot_queue, names.any_step_key(flow, "snapshot"))
         for step in plan.steps:
             r = step.routes
-            # Only the latest snapshot matters: a one-message queue that drops the older.
-            ch.queue_declare(r.snapshot_queue, durable=True,
-                             arguments={"x-max-length": 1, "x-overflow": "drop-head"})
-            bind(r.snapshot_queue, r.snapshot)
-            if r.input_queue is None or r.listens_to is None or r.rebound_queue is None:
+            if r.input_queue is None:
                 continue
             ch.queue_declare(r.input_queue, durable=True, arguments={
                 "x-queue-type": "quorum",
@@ -56,6 +57,8 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": plan.dead_letter_queue,
             })
+            if r.listens_to is None or r.rebound_queue is None:
+                continue  # a ticked trigger's input: the platform services fill it
             bind(r.input_queue, r.listens_to)
             # A rebound waits here, then dead-letters back into the step's input.
             ch.queue_declare(r.rebound_queue, durable=True, arguments={

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import queue
 
+from flowrun.broker.platform import forget_services
 from flowrun.broker.server import BROKER_NAME, find_broker, forget_broker
 from flowrun.commands.status import running_flows
+from flowrun.core import names
 from flowrun.engine.adapter import Engine
 from flowrun.errors import EngineError
 from flowrun.supervise.events import Event
@@ -35,12 +37,17 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
                 engine.remove_network(network)
             except EngineError as e:
                 failed.append(str(e))
+        if engine.find(names.SERVICES_CONTAINER) is not None:
+            engine.stop(names.SERVICES_CONTAINER, grace)
+            engine.remove(names.SERVICES_CONTAINER)
+            print(f"removed the platform services ({names.SERVICES_CONTAINER})")
         if find_broker(engine) or engine.find(BROKER_NAME):
             engine.stop(BROKER_NAME, grace)
             engine.remove(BROKER_NAME)
             print(f"removed the broker ({BROKER_NAME})")
         if purge:
             forget_broker(engine)
-            print("removed the broker's data and secret")
+            forget_services(engine)
+            print("removed the broker's data and secret, and the platform services' state")
     if failed:
         raise EngineError("; ".join(failed) + "; restarting Docker clears stale endpoints")

@@ -13,11 +13,11 @@ from typing import Any
 
 from flowrun.broker.server import find_broker
 from flowrun.core import labels, names
+from flowrun.core.component import Runtime
+from flowrun.core.load import revision_at
 from flowrun.core.observed import Observed, describe_exit
-from flowrun.core.revision import compute_revision
 from flowrun.engine.adapter import Engine
-from flowrun.sailor import STATE_FILE
-from flowrun.settings import base_image, dockerfile_path
+from flowrun.sailor import NODE_LIVE_MARKER, STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ def _stale(o: Observed, current: dict[str, str | None]) -> str | None:
     path = o.labels.get(labels.COMPONENT, "")
     if path not in current:
         try:
-            current[path] = compute_revision(Path(path), dockerfile_path(), base_image())
+            runtime = Runtime(o.labels.get(labels.RUNTIME, Runtime.PYTHON.value))
+            current[path] = revision_at(Path(path), runtime)
         except OSError:
             current[path] = None
     now = current[path]
@@ -185,6 +186,11 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
     def state_of(o: Observed) -> dict[str, Any]:
         if not o.running:
             return {}
+        if o.labels.get(labels.RUNTIME) == Runtime.NODE.value:
+            # The platform's sailor keeps no state file: it is live once it has said
+            # so in its log since this start of its container.
+            lines = engine.logs(o.name, since=o.started_at)
+            return {"live": any(NODE_LIVE_MARKER in line for line in lines)}
         raw = engine.read_file(o.name, STATE_FILE)
         try:
             return dict(json.loads(raw)) if raw else {}

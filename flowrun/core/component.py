@@ -13,6 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowrun.errors import ComponentError
 
+NODE_SAILOR_PACKAGE = "elasticio-sailor-nodejs"
+
+
+class Runtime(StrEnum):
+    """Which sailor runs a component: flowrun's (Python) or the platform's (Node.js)."""
+
+    PYTHON = "python"
+    NODE = "node"
+
 
 class FunctionType(StrEnum):
     TRIGGER = "trigger"
@@ -45,6 +54,7 @@ class Descriptor(BaseModel):
 class Component:
     path: Path  # resolved directory
     descriptor: Descriptor
+    runtime: Runtime = Runtime.PYTHON
 
     @property
     def name(self) -> str:
@@ -98,6 +108,7 @@ def load_component(path: Path, where: str) -> Component:
         else:
             msg = f"'{loc}': {err['msg']}"
         raise ComponentError(f"{descriptor_path}: {msg}") from None
+    runtime = _runtime(path, descriptor_path)
     if not descriptor.triggers and not descriptor.actions:
         raise ComponentError(
             f"{descriptor_path}: declares no triggers and no actions; add at least one"
@@ -115,9 +126,45 @@ def load_component(path: Path, where: str) -> Component:
                     f"{descriptor_path}: {group}.{name}.main '{spec.main}' does not exist; "
                     "create it or fix the path"
                 )
-            if main.suffix != ".py":
+            wanted = ".py" if runtime is Runtime.PYTHON else ".js"
+            if main.suffix != wanted and not (runtime is Runtime.NODE
+                                              and main.suffix in (".cjs", ".mjs")):
                 raise ComponentError(
-                    f"{descriptor_path}: {group}.{name}.main '{spec.main}' is not a .py file; "
-                    "flowrun's sailor runs Python components"
+                    f"{descriptor_path}: {group}.{name}.main '{spec.main}' is not a "
+                    f"{wanted} file; " + (
+                        "flowrun's sailor runs Python components (a Node.js component has "
+                        f"a package.json that depends on {NODE_SAILOR_PACKAGE})"
+                        if runtime is Runtime.PYTHON else
+                        f"a Node.js component (package.json with {NODE_SAILOR_PACKAGE}) "
+                        "runs .js files")
                 )
-    return Component(path=path.resolve(), descriptor=descriptor)
+    return Component(path=path.resolve(), descriptor=descriptor, runtime=runtime)
+
+
+def _runtime(path: Path, descriptor_path: Path) -> Runtime:
+    """Node.js when package.json depends on the platform's sailor; Python otherwise."""
+    package_path = path / "package.json"
+    if not package_path.is_file():
+        return Runtime.PYTHON
+    try:
+        package = json.loads(package_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ComponentError(
+            f"{package_path}: invalid JSON ({e}); fix the syntax there") from None
+    dependencies = package.get("dependencies") if isinstance(package, dict) else None
+    if isinstance(dependencies, dict) and NODE_SAILOR_PACKAGE in dependencies:
+        return Runtime.NODE
+    if any((path / spec).suffix == ".js" for spec in _mains(descriptor_path)):
+        raise ComponentError(
+            f"{package_path}: a Node.js component must depend on {NODE_SAILOR_PACKAGE} "
+            f"(the platform's sailor runs it); add it to \"dependencies\"")
+    return Runtime.PYTHON
+
+
+def _mains(descriptor_path: Path) -> list[str]:
+    try:
+        data = json.loads(descriptor_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(spec.get("main", "")) for group in ("triggers", "actions")
+            for spec in (data.get(group) or {}).values() if isinstance(spec, dict)]

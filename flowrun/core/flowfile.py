@@ -34,6 +34,9 @@ class StepSpec(BaseModel):
     component: str = Field(min_length=1)
     function: str = Field(min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
+    # The step's credential (the platform's account): merged into its cfg, and what a
+    # component's `updateKeys` updates.
+    credentials: dict[str, Any] | None = None
     map: dict[str, str] | str | None = None
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
     interval: float | None = Field(default=None, gt=0, le=3600)
@@ -45,6 +48,8 @@ class FlowSpec(BaseModel):
     version: Literal[1]
     name: str = Field(pattern=NAME_PATTERN)
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
+    # Flow variables: every step's step-info call returns them (`$getFlowVariables()`).
+    variables: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
 
 

@@ -13,9 +13,11 @@ COMPONENT = f"{PREFIX}.component"
 FUNCTION = f"{PREFIX}.function"
 SOURCE = f"{PREFIX}.source"
 ROLE = f"{PREFIX}.role"
+RUNTIME = f"{PREFIX}.runtime"  # python | node: which sailor runs the step
 STEPS = f"{PREFIX}.steps"  # on the flow's record: its real steps, as JSON
 
 ROLE_BROKER = "broker"
+ROLE_SERVICES = "services"
 ROLE_STEP = "step"
 ROLE_RECORD = "record"
 

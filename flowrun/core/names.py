@@ -33,6 +33,11 @@ BROKER_ALIAS = "broker"  # how steps reach the broker on their flow's networks
 BROKER_DATA_VOLUME = "flowrun-broker-data"
 BROKER_SECRET_RECORD = "flowrun-broker-secret"
 LOCK_DIR_NAME = "flowrun-locks"
+# The platform services (step-info, hook data, snapshots, trigger ticks): one
+# container per host beside the broker, on its network and on each flow's.
+SERVICES_CONTAINER = "flowrun-services"
+SERVICES_ALIAS = "platform"  # how steps reach it on their flow's networks
+SERVICES_DATA_VOLUME = "flowrun-services-data"
 
 
 def mapper_id(before: str, after: str) -> str:
@@ -87,8 +92,10 @@ def input_queue(flow: str, step: str) -> str:
     return f"{flow}:{step}:messages"
 
 
-def snapshot_queue(flow: str, step: str) -> str:
-    return f"{flow}:{step}:snapshot"
+def snapshot_queue(flow: str) -> str:
+    """Every step's snapshot messages, drained by the platform services into one
+    snapshot per step (`snapshot` replaces, `updateSnapshot` merges)."""
+    return f"{flow}:snapshots"
 
 
 def rebound_queue(flow: str, step: str) -> str:
@@ -129,6 +136,16 @@ def rebound_key(flow: str, step: str) -> str:
     return f"{flow}.{step}.rebound"
 
 
+def api_user(flow: str, step: str) -> str:
+    """A step's user for the platform services (the platform's API_USERNAME)."""
+    return f"{flow}.{step}"
+
+
+def account_id(flow: str, step: str) -> str:
+    """The id of a step's credential (`cfg._account`, the target of `updateKeys`)."""
+    return f"{flow}.{step}"
+
+
 def live_key(flow: str, step: str) -> str:
     return f"{flow}.{step}.live"
 
@@ -144,13 +161,14 @@ def step_key_pattern(flow: str, step: str) -> str:
 
 
 def step_read_pattern(flow: str, step: str) -> str:
-    """A regular expression for the queues a step may read: its input and snapshot."""
-    return rf"^{re.escape(flow)}:{re.escape(step)}:(messages|snapshot)$"
+    """A regular expression for the queues a step may read: its input."""
+    return rf"^{re.escape(flow)}:{re.escape(step)}:messages$"
 
 
 def is_declared_queue(flow: str, queue: str) -> bool:
     """A queue flowrun declares for the flow (a person's or a test's tap is not)."""
-    if queue in (error_queue(flow), output_queue(flow), live_queue(flow)):
+    if queue in (error_queue(flow), output_queue(flow), live_queue(flow),
+                 snapshot_queue(flow)):
         return True
     head, _, kind = queue.rpartition(":")
     return head.startswith(f"{flow}:") and kind in ("messages", "snapshot", "rebound")

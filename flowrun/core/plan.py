@@ -18,7 +18,7 @@ from typing import Any
 import jsonata
 
 from flowrun.core import names
-from flowrun.core.component import Component, FunctionType, load_component
+from flowrun.core.component import Component, FunctionType, Runtime, load_component
 from flowrun.core.flowfile import LoadedFlow, StepSpec
 from flowrun.core.masking import mask
 from flowrun.errors import FlowFileError
@@ -26,9 +26,18 @@ from flowrun.settings import MAPPER_COMPONENT_DIR
 
 DEFAULT_MEMORY = "256m"
 DEFAULT_TRIGGER_INTERVAL = 1.0
-# Inside every step container: {"cfg": ..., "amqp_uri": ...}, mode 0400, owned by the
-# step's user (see runtime.step_spec).
+# Inside every step container: the step's secrets (broker URI, platform services key,
+# the flow's message keys), mode 0400, owned by the step's user (see executor.step_spec).
 STEP_FILE = "/etc/flowrun/step.json"
+# The same secrets as shell assignments, for the platform's Node.js sailor, which
+# reads them from its environment: its launcher sources this file, so they are in
+# the process's environment only (readable by the step's uid), never in Docker's
+# container config (`docker inspect`) or on a command line.
+STEP_ENV_FILE = "/etc/flowrun/step.env"
+SERVICES_PORT = 9090
+# A rebound waits this long before it comes back (the platform's 15 s is long for a
+# laptop); Node.js sailors double it on each further rebound.
+REBOUND_INITIAL_MS = 1000
 
 
 class StepKind(StrEnum):
@@ -48,7 +57,6 @@ class Routes:
     error: str
     snapshot: str
     rebound: str
-    snapshot_queue: str  # keeps the step's latest snapshot across restarts
     rebound_queue: str | None  # holds a rebound message a while, then back to the input
 
 
@@ -66,10 +74,21 @@ class RealStep:
     visible_index: int | None = None  # index in the flow file; None for a mapper
     # The config as it may be printed: secret-looking keys and ${VAR} values masked.
     shown_config: Mapping[str, Any] = field(default_factory=dict)
+    credentials: Mapping[str, Any] | None = None
 
     @property
     def image(self) -> str:
         return names.image(self.component.name, self.revision)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.component.runtime
+
+    @property
+    def ticked(self) -> bool:
+        """A Node.js trigger: the platform's sailor calls process() once per message
+        on its input queue, so the platform services publish one per interval."""
+        return self.kind is StepKind.TRIGGER and self.runtime is Runtime.NODE
 
     def env(self, flow: str) -> dict[str, str]:
         """The container's environment: names and routes only. The config and the
@@ -85,18 +104,33 @@ class RealStep:
             "ELASTICIO_SNAPSHOT_ROUTING_KEY": r.snapshot,
             "ELASTICIO_REBOUND_ROUTING_KEY": r.rebound,
             "FLOWRUN_KIND": self.kind.value,
-            "FLOWRUN_SNAPSHOT_QUEUE": r.snapshot_queue,
             "FLOWRUN_STEP_FILE": STEP_FILE,
         }
         if r.input_queue:
             env["ELASTICIO_LISTEN_MESSAGES_ON"] = r.input_queue
         if self.interval is not None:
             env["FLOWRUN_TRIGGER_INTERVAL"] = str(self.interval)
+        if self.runtime is Runtime.NODE:
+            # What the platform's sailor requires besides the secrets (settings.js:
+            # an empty value counts as missing); ids it only logs are the step's own.
+            env.update({
+                "ELASTICIO_EXEC_ID": flow,
+                "ELASTICIO_CONTAINER_ID": names.container(flow, self.id),
+                "ELASTICIO_WORKSPACE_ID": flow,
+                "ELASTICIO_USER_ID": flow,
+                "ELASTICIO_COMP_ID": self.component.name,
+                "ELASTICIO_FLOW_TYPE": "long_running",
+                "ELASTICIO_AMQP_PERSISTENT_MESSAGES": "true",
+                "ELASTICIO_REBOUND_INITIAL_EXPIRATION": str(REBOUND_INITIAL_MS),
+                "ELASTICIO_RABBITMQ_PREFETCH_SAILOR": "10",
+                "LOG_LEVEL": "info",
+            })
         return env
 
     def config_hash(self, flow: str) -> str:
         """Covers what changes the container apart from its image (compose's idea)."""
-        material = {"env": self.env(flow), "memory": self.memory, "config": self.config}
+        material = {"env": self.env(flow), "memory": self.memory, "config": self.config,
+                    "credentials": self.credentials}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -111,6 +145,11 @@ class Plan:
     error_queue: str
     dead_letter_queue: str
     components: tuple[Component, ...] = field(default=())
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def snapshot_queue(self) -> str:
+        return names.snapshot_queue(self.flow)
 
     def step(self, step_id: str) -> RealStep | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -121,8 +160,8 @@ class Plan:
         for i, s in enumerate(self.steps, 1):
             listens = s.routes.input_queue or "-"
             out.append(
-                f"{i:>2} {s.id:<28} {s.kind.value:<7} {s.describe():<28} "
-                f"in={listens} out={s.routes.data}"
+                f"{i:>2} {s.id:<28} {s.kind.value:<7} {s.runtime.value:<6} "
+                f"{s.describe():<28} in={listens} out={s.routes.data}"
             )
         return out
 
@@ -136,11 +175,14 @@ class Plan:
                 {
                     "id": s.id,
                     "kind": s.kind.value,
+                    "runtime": s.runtime.value,
                     "component": str(s.component.path),
                     "function": s.function,
                     "revision": s.revision,
                     "image": s.image,
                     "config": s.shown_config,
+                    "credentials": ({k: "***" for k in s.credentials}
+                                    if s.credentials is not None else None),
                     "input_queue": s.routes.input_queue,
                     "listens_to": s.routes.listens_to,
                     "data_routing_key": s.routes.data,
@@ -153,16 +195,17 @@ class Plan:
         }
 
 
-def routes_for(flow: str, step_id: str, previous: str | None) -> Routes:
+def routes_for(flow: str, step_id: str, previous: str | None, ticked: bool = False) -> Routes:
+    """`ticked`: a trigger whose process() runs once per message on an input queue
+    of its own (bound to nothing: the platform services put the ticks there)."""
     return Routes(
         exchange=names.exchange(flow),
-        input_queue=names.input_queue(flow, step_id) if previous else None,
+        input_queue=names.input_queue(flow, step_id) if previous or ticked else None,
         listens_to=names.data_key(flow, previous) if previous else None,
         data=names.data_key(flow, step_id),
         error=names.error_key(flow, step_id),
         snapshot=names.snapshot_key(flow, step_id),
         rebound=names.rebound_key(flow, step_id),
-        snapshot_queue=names.snapshot_queue(flow, step_id),
         rebound_queue=names.rebound_queue(flow, step_id) if previous else None,
     )
 
@@ -276,7 +319,9 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
             id=step.id,
             kind=StepKind.TRIGGER if is_trigger else StepKind.ACTION,
             component=component, function=step.function, config=dict(step.config),
-            routes=routes_for(name, step.id, previous),
+            routes=routes_for(name, step.id, previous,
+                              ticked=is_trigger and component.runtime is Runtime.NODE),
+            credentials=dict(step.credentials) if step.credentials is not None else None,
             memory=step.memory or default_memory,
             interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
             revision=revisions[component.path], visible_index=i,
@@ -287,7 +332,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
     return Plan(
         flow=name, source=flow.path, steps=tuple(real),
         error_queue=names.error_queue(name), dead_letter_queue=names.dead_letter_queue(name),
-        components=unique,
+        components=unique, variables=dict(flow.spec.variables),
     )
 
 

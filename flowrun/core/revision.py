@@ -10,7 +10,7 @@ from pathlib import Path
 from flowrun.sailor import SAILOR_VERSION
 from flowrun.settings import SAILOR_DIR
 
-SAILOR_REQUIREMENTS = ("pika", "jsonata-python")
+SAILOR_REQUIREMENTS = ("pika", "jsonata-python", "cryptography")
 _IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", "node_modules", ".venv", ".idea", ".vscode"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", "~", ".tmp")
@@ -49,12 +49,17 @@ def sailor_pins() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in SAILOR_REQUIREMENTS]
 
 
-def compute_revision(component_dir: Path, dockerfile: Path, base_image: str) -> str:
-    """12 hex digits; equal inputs give equal revisions on any machine."""
+def compute_revision(component_dir: Path, dockerfile: Path, base_image: str,
+                     with_sailor: bool = True) -> str:
+    """12 hex digits; equal inputs give equal revisions on any machine. A Node.js
+    component's image holds the platform's sailor (a dependency in its package.json,
+    digested with the component), not flowrun's: `with_sailor=False`."""
     h = hashlib.sha256()
-    h.update(f"sailor-version:{SAILOR_VERSION}\0base:{base_image}\0".encode())
-    h.update(("\0".join(sailor_pins()) + "\0").encode())
+    h.update(f"base:{base_image}\0".encode())
     h.update(dockerfile.read_bytes())
-    _digest_tree(h, SAILOR_DIR, "sailor")
+    if with_sailor:
+        h.update(f"sailor-version:{SAILOR_VERSION}\0".encode())
+        h.update(("\0".join(sailor_pins()) + "\0").encode())
+        _digest_tree(h, SAILOR_DIR, "sailor")
     _digest_tree(h, component_dir, "component")
     return h.hexdigest()[:12]

@@ -12,11 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flowrun.core import labels
-from flowrun.core.component import Component
+from flowrun.core.component import Component, Runtime
 from flowrun.core.revision import component_files, sailor_pins
 from flowrun.engine.adapter import Engine
 from flowrun.errors import BuildFailed
-from flowrun.settings import SAILOR_DIR, base_image, cache_dir, dockerfile_path
+from flowrun.settings import (
+    SAILOR_DIR,
+    base_image,
+    cache_dir,
+    dockerfile_path,
+    node_base_image,
+    node_dockerfile_path,
+)
+
+NPM_LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
 
 
 def _pip(args: list[str], what: str) -> None:
@@ -96,18 +105,70 @@ def assemble_context(component: Component, target: Path) -> None:
         _link_or_copy(path, target / "component" / path.relative_to(component.path))
 
 
+def node_modules(component: Component) -> Path:
+    """The component's npm dependencies, installed on the host into a cache keyed by
+    package.json and its lockfile: reinstalled only when one of them changes."""
+    h = hashlib.sha256()
+    sources = [name for name in ("package.json", *NPM_LOCKFILES)
+               if (component.path / name).is_file()]
+    for name in sources:
+        h.update(name.encode() + b"\0" + (component.path / name).read_bytes() + b"\0")
+    target = cache_dir() / "npm" / h.hexdigest()[:16]
+    if (target / "node_modules").is_dir():
+        return target / "node_modules"
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BuildFailed("npm is not installed on this host; `make install` installs it "
+                          "(apt-get install npm), or install Node.js with npm yourself")
+    staging = Path(tempfile.mkdtemp(prefix="npm-", dir=_ensure(cache_dir() / "npm")))
+    for name in sources:
+        shutil.copy(component.path / name, staging / name)
+    locked = any(name in NPM_LOCKFILES for name in sources)
+    command = ([npm, "ci", "--omit=dev"] if locked
+               else [npm, "install", "--omit=dev", "--no-package-lock"])
+    result = subprocess.run([*command, "--no-audit", "--no-fund", "--loglevel=error"],
+                            cwd=staging, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()[-6:]
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildFailed(f"`{' '.join(command[1:])}` failed with exit code "
+                          f"{result.returncode}: " + " | ".join(lines))
+    if not (staging / "node_modules").is_dir():
+        (staging / "node_modules").mkdir()
+    _publish(staging, target)
+    return target / "node_modules"
+
+
+def assemble_node_context(component: Component, target: Path) -> None:
+    """The build context Dockerfile.node expects: the component with its node_modules."""
+    shutil.copy(node_dockerfile_path(), target / "Dockerfile")
+    modules = node_modules(component)
+    (target / "component").mkdir()
+    for path in component_files(component.path):
+        _link_or_copy(path, target / "component" / path.relative_to(component.path))
+    shutil.copytree(modules, target / "component" / "node_modules", symlinks=True,
+                    copy_function=lambda s, d: _link_or_copy(Path(s), Path(d)))
+
+
 def build_image(engine: Engine, component: Component, revision: str, tag: str,
                 on_line: Callable[[str], None]) -> bool:
     """Build `tag` unless it exists. Returns True when it built."""
     if engine.image_exists(tag):
         return False
+    node = component.runtime is Runtime.NODE
+    if node and not engine.image_exists(node_base_image()):
+        raise BuildFailed(
+            f"the Node.js base image {node_base_image()} is missing; run `make images` "
+            "(scripts/build-base-images) to build it without a registry")
     with tempfile.TemporaryDirectory(prefix="flowrun-build-") as context:
         try:
-            assemble_context(component, Path(context))
+            (assemble_node_context if node else assemble_context)(component, Path(context))
         except BuildFailed as e:
             raise BuildFailed(f"component {component.name} ({component.path}): {e}") from None
+        buildargs = ({"NODE_BASE_IMAGE": node_base_image()} if node
+                     else {"BASE_IMAGE": base_image()})
         try:
-            engine.build(context, tag, {"BASE_IMAGE": base_image()},
+            engine.build(context, tag, buildargs,
                          {labels.REVISION: revision, labels.COMPONENT: str(component.path)},
                          on_line)
         except BuildFailed as e:

@@ -8,4 +8,6 @@ gives it.
 
 SAILOR_VERSION = "1"
 LIVE_MARKER = "flowrun-sailor: live"
+# What the platform's Node.js sailor logs once it consumes (its run.js).
+NODE_LIVE_MARKER = "Fully initialized and waiting for messages"
 STATE_FILE = "/tmp/flowrun-state.json"

@@ -16,21 +16,24 @@ import sys
 import threading
 import time
 import traceback
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
 
-from . import LIVE_MARKER, STATE_FILE
+from . import LIVE_MARKER, STATE_FILE, wire
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
+from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
 
 COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
 PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "200"))
 RECONNECT_DELAY = 0.1
-EMIT_TYPES = ("data", "error", "snapshot", "rebound", "end", "httpReply", "updateKeys")
+EMIT_TYPES = ("data", "error", "snapshot", "updateSnapshot", "rebound", "end", "httpReply",
+              "updateKeys")
+REBOUND_LIMIT = int(os.environ.get("ELASTICIO_REBOUND_LIMIT", "10"))
 
 
 def log(text: str) -> None:
@@ -111,6 +114,22 @@ class ConsumerCancelled(Exception):
     pass
 
 
+@dataclass
+class Input:
+    """One message a function is called with: decoded, with the AMQP headers it came
+    with (its lineage) and its bytes as received (for errors and rebounds)."""
+
+    msg: dict[str, Any]
+    headers: dict[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None
+    properties: Any = None
+
+    @classmethod
+    def tick(cls) -> Input:
+        """A trigger's call: no input message; each output begins its own thread."""
+        return cls({"id": wire.new_id(), "body": {}, "headers": {}, "passthrough": {}})
+
+
 class Context:
     """`ctx` as a function sees it. emit() works from any thread."""
 
@@ -119,6 +138,7 @@ class Context:
         self.step_id = sailor.step_id
         self.flow_id = sailor.flow_id
         self.logger = self
+        self.variables = sailor.variables
 
     # A logger-ish surface, so `ctx.logger.info(...)` works too.
     def info(self, text: str, *args: Any) -> None:
@@ -148,13 +168,17 @@ class Sailor:
             "rebound": env["ELASTICIO_REBOUND_ROUTING_KEY"],
         }
         self.interval = float(env.get("FLOWRUN_TRIGGER_INTERVAL", "1"))
-        self.snapshot_queue = env.get("FLOWRUN_SNAPSHOT_QUEUE")
-        self._snapshot_restored = False
+        self._step_fetched = False
         # Config and broker credentials: from a file only this step's user may read
         # (never the environment, which /proc shows to anyone with the same uid).
         secret = _read_step_file(env.get("FLOWRUN_STEP_FILE"))
+        self.secret = secret
         self.cfg = secret.get("cfg", {})
         self.amqp_uri = secret.get("amqp_uri") or env.get("ELASTICIO_AMQP_URI", "")
+        self.wire_keys = wire.Keys(
+            secret.get("message_password") or env.get("ELASTICIO_MESSAGE_CRYPTO_PASSWORD", ""),
+            secret.get("message_iv") or env.get("ELASTICIO_MESSAGE_CRYPTO_IV", ""))
+        self.variables: dict[str, Any] = {}
         self.stopping = threading.Event()
         self.ctx = Context(self)
         self.runner = Runner()
@@ -171,13 +195,13 @@ class Sailor:
         self.live = False
         self._main_thread = threading.get_ident()
         self._collecting: list[tuple[str, Any]] | None = None
-        self._foreign: queue.SimpleQueue[tuple[str, Any, dict[str, Any] | None]] = (
+        self._foreign: queue.SimpleQueue[tuple[str, Any, Input | None]] = (
             queue.SimpleQueue()
         )
         self.connection: Any = None
         self.channel: Any = None
         self.confirms: Confirms | None = None
-        self._deliveries: list[tuple[Any, bytes]] = []
+        self._deliveries: list[tuple[Any, Any, bytes]] = []
         self._cancelled_by_broker = False
 
     # ------------------------------------------------------------ emitting
@@ -188,56 +212,67 @@ class Sailor:
         else:  # a listener's callback: the main loop publishes it
             self._foreign.put((event, payload, None))
 
-    def publish_event(self, event: str, payload: Any, parent: dict[str, Any] | None) -> None:
+    def publish_event(self, event: str, payload: Any, parent: Input | None) -> None:
+        parent = parent or Input.tick()
         if event == "data":
-            self._publish(self.keys["data"], as_message(payload, parent))
+            message = as_message(payload, parent.msg)
+            headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
+                                            message_id=message["id"], **self._function_headers())
+            self._publish(self.keys["data"], self.wire_keys.encrypt(message), headers)
             self.counters["emitted"] += 1
         elif event == "error":
             self.counters["errors"] += 1
-            self._publish(self.keys["error"], self._error_message(payload, parent))
-        elif event == "snapshot":
-            self.snapshot = payload
-            self._publish(self.keys["snapshot"], as_message(payload, parent))
+            self._publish_error(payload, parent)
+        elif event in ("snapshot", "updateSnapshot"):
+            kind = wire.SNAPSHOT_MERGE if event == "updateSnapshot" else wire.SNAPSHOT_REPLACE
+            self.snapshot = wire.merge_snapshot(self.snapshot, kind, payload)
+            headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
+                                            snapshotEvent=kind)
+            self._publish(self.keys["snapshot"], json.dumps(payload, default=str).encode(),
+                          headers)
         elif event == "rebound":
             self._rebound(payload, parent)
         else:  # end, httpReply, updateKeys: nothing to route in a real-time flow
             pass
 
-    def _error_message(self, error: Any, parent: dict[str, Any] | None) -> dict[str, Any]:
+    def _function_headers(self) -> dict[str, Any]:
+        return {"function": self.function, "compId": self.step_id}
+
+    def _publish_error(self, error: Any, parent: Input) -> None:
         if isinstance(error, BaseException):
-            text = f"{type(error).__name__}: {error}"
+            name, text = type(error).__name__, str(error)
             stack = "".join(traceback.format_exception(error))
         else:
-            text, stack = str(error), ""
-        log(f"ERROR {text}")
-        return {
-            "id": str(uuid.uuid4()),
-            "body": {"error": text, "stack": stack, "step": self.step_id},
-            "headers": dict((parent or {}).get("headers") or {}),
-            "errorInput": parent,
-        }
+            name, text, stack = "Error", str(error), ""
+        log(f"ERROR {name}: {text}")
+        raw = parent.raw if parent.raw is not None else self.wire_keys.encrypt(parent.msg)
+        headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
+                                        **self._function_headers())
+        self._publish(self.keys["error"], wire.error_payload(self.wire_keys, name, text, stack,
+                                                             raw), headers)
 
-    def _rebound(self, reason: Any, parent: dict[str, Any] | None) -> None:
-        if parent is None or not self.input_queue:
+    def _rebound(self, reason: Any, parent: Input) -> None:
+        if parent.raw is None or not self.input_queue:
             log(f"WARNING rebound outside of an input message ignored: {reason}")
             return
-        count = int((parent.get("headers") or {}).get("reboundIteration", 0)) + 1
-        if count > 10:
+        count = int(parent.headers.get("reboundIteration") or 0) + 1
+        if count > REBOUND_LIMIT:
             self.publish_event("error", RuntimeError(f"rebound limit reached: {reason}"), parent)
             return
-        message = dict(parent, headers={**(parent.get("headers") or {}),
-                                         "reboundIteration": count})
-        # The rebound queue holds it for a while, then dead-letters it back to our input.
-        self._publish(self.keys["rebound"], message)
+        kept = {k: v for k, v in parent.headers.items() if not k.startswith("x-")}
+        headers = {**kept, "reboundIteration": count, "reboundReason": str(reason),
+                   "end": wire.now_ms()}
+        # The rebound queue holds it for a while, then dead-letters it back to our input,
+        # as it came: same body, same messageId (it is the same message, again).
+        self._publish(self.keys["rebound"], parent.raw, headers)
 
-    def _publish(self, key: str, message: dict[str, Any]) -> None:
+    def _publish(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
         assert self.confirms is not None
         self.confirms.publish(
-            self.exchange, key,
-            json.dumps(message, default=str).encode(),
+            self.exchange, key, body,
             pika.BasicProperties(
-                delivery_mode=2, content_type="application/json",
-                message_id=message.get("id"), headers={"stepId": self.step_id},
+                delivery_mode=2, content_type="application/json", content_encoding="utf8",
+                message_id=headers.get("messageId"), headers=headers,
             ),
         )
 
@@ -280,12 +315,13 @@ class Sailor:
 
     # ------------------------------------------------------------ calling
 
-    def call(self, msg: dict[str, Any]) -> None:
+    def call(self, given: Input) -> None:
         """Call process() once and publish (confirmed) everything it produced."""
         self._collecting = []
         self.call_started = time.time()
         try:
-            results = self.runner.run(self.module.process, msg, self.cfg, self.snapshot, self.ctx)
+            results = self.runner.run(self.module.process, given.msg, self.cfg, self.snapshot,
+                                      self.ctx)
             events = self._collecting + [("data", r) for r in results]
         except Exception as e:  # the function's own failure: an error event, flow goes on
             traceback.print_exc(file=sys.stdout)
@@ -294,7 +330,7 @@ class Sailor:
             self._collecting = None
             self.call_started = None
         for event, payload in events:
-            self.publish_event(event, payload, msg)
+            self.publish_event(event, payload, given)
 
     # ------------------------------------------------------------ state
 
@@ -344,17 +380,23 @@ class Sailor:
                 self.stopping.wait(delay)
                 delay = min(delay * 1.5, 2.0)
 
-    def restore_snapshot(self) -> None:
-        """The latest snapshot this step emitted before a restart, if any. Read without
-        taking it: the message goes back to its one-message queue."""
-        if self._snapshot_restored or not self.snapshot_queue:
+    def fetch_step(self) -> None:
+        """The platform's step-info call, once per process: config (credentials merged
+        in), the latest snapshot this step emitted (kept across restarts, redeploys and
+        `down`), and the flow's variables. Without platform services (a sailor run by
+        hand), the config of the step file stands."""
+        if self._step_fetched or not self.secret.get("api_uri"):
             return
-        method, _props, body = self.channel.basic_get(self.snapshot_queue, auto_ack=False)
-        if method is not None:
-            self.snapshot = json.loads(body).get("body")
-            self.channel.basic_nack(method.delivery_tag, requeue=True)
-            log(f"restored the snapshot this step emitted last: {body[:200]!r}")
-        self._snapshot_restored = True
+        info: StepInfo = fetch_step_info(self.secret, self.flow_id, self.step_id,
+                                         self.stopping, log)
+        self.cfg = info.config
+        self.snapshot = info.snapshot
+        self.variables.clear()
+        self.variables.update(info.variables)
+        if info.snapshot:
+            log(f"restored the snapshot this step emitted last: "
+                f"{json.dumps(info.snapshot, default=str)[:200]}")
+        self._step_fetched = True
 
     def watchdog(self) -> None:
         """Writes the state file every second from its own thread, so that a main loop
@@ -368,13 +410,16 @@ class Sailor:
 
     def run(self) -> int:
         threading.Thread(target=self.watchdog, daemon=True, name="watchdog").start()
+        self.fetch_step()
+        if self.stopping.is_set():
+            self.close()
+            return 0
         self.load()
         while not self.stopping.is_set():
             self.connect()
             if self.stopping.is_set():
                 break
             try:
-                self.restore_snapshot()
                 if self.kind == "trigger":
                     self.run_trigger()
                 else:
@@ -451,7 +496,7 @@ class Sailor:
             pass
 
     def on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self._deliveries.append((method, body))
+        self._deliveries.append((method, properties, body))
 
     def process_batch(self) -> bool:
         """Call process() for each delivery in hand, wait for every output's confirm
@@ -459,8 +504,19 @@ class Sailor:
         batch, self._deliveries = self._deliveries, []
         if not batch:
             return False
-        for _method, body in batch:
-            self.call(_decode(body))
+        for method, properties, body in batch:
+            headers = dict(properties.headers or {})
+            try:
+                msg = wire.decode_data(self.wire_keys, body, headers)
+            except wire.WireError as e:
+                # Not this flow's encoding: processing it cannot succeed. Rejected, it
+                # goes to the flow's dead-letter queue (the platform's sailor does so too).
+                log(f"ERROR message {headers.get('messageId')} cannot be read: {e}; "
+                    "dead-lettered")
+                self.counters["errors"] += 1
+                self.channel.basic_nack(method.delivery_tag, multiple=False, requeue=False)
+                continue
+            self.call(Input(msg, headers, body, properties))
             self.counters["processed"] += 1
             self.beat = time.time()
         if not self.confirm_outputs():
@@ -482,7 +538,7 @@ class Sailor:
         self.announce_live()
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.call({"id": str(uuid.uuid4()), "body": {}, "headers": {}})
+            self.call(Input.tick())
             self.counters["calls"] += 1
             self.counters["processed"] += 1
             if not self.confirm_outputs():
@@ -532,18 +588,6 @@ def _read_step_file(path: str | None) -> dict[str, Any]:
         return dict(json.load(f))
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        msg = json.loads(body)
-        if not isinstance(msg, dict):
-            msg = {"body": msg}
-    except ValueError:
-        msg = {"body": body.decode("utf-8", "replace")}
-    msg.setdefault("body", {})
-    msg.setdefault("headers", {})
-    return msg
-
-
 def main() -> int:
     sailor = Sailor()
 
@@ -555,6 +599,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_term)
     try:
         return sailor.run()
+    except StepInfoRefused as e:
+        log(f"flowrun-sailor: {e}")
+        return 1
     except LoadError as e:
         log(f"flowrun-sailor: cannot load the function: {e}")
         return 2

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import json
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from flowrun.broker.platform import (
+    Services,
+    api_uri,
+    ensure_services,
+    find_services,
+    message_keys,
+    services_error,
+    step_api_key,
+)
 from flowrun.broker.server import BROKER_NAME, Broker, ensure_broker, find_broker
 from flowrun.broker.topology import declare_topology
 from flowrun.core import labels, names
-from flowrun.core.plan import STEP_FILE, Plan, RealStep, StepKind
+from flowrun.core.component import Component, Runtime
+from flowrun.core.load import revision_of
+from flowrun.core.plan import STEP_ENV_FILE, STEP_FILE, Plan, RealStep, StepKind, load_mapper
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.engine.images import build_image
-from flowrun.errors import BuildFailed, EngineError, FlowrunError
+from flowrun.errors import BuildFailed, EngineError, FlowFailed, FlowrunError
 from flowrun.sailor import STATE_FILE
 from flowrun.settings import base_image
 from flowrun.supervise.events import (
@@ -43,10 +55,32 @@ STEP_UID = 1_999_999
 STEP_PIDS_LIMIT = 512
 
 
+def step_secrets(plan: Plan, step: RealStep, broker: Broker) -> dict[str, str]:
+    """What a step must keep to itself: its broker login, its key for the platform
+    services, and its flow's message keys."""
+    keys = message_keys(broker, plan.flow)
+    return {"amqp_uri": broker.step_uri(plan.flow, step.id), "api_uri": api_uri(),
+            "api_username": names.api_user(plan.flow, step.id),
+            "api_key": step_api_key(broker, plan.flow, step.id),
+            "message_password": keys.password, "message_iv": keys.iv}
+
+
+def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[bytes, int]]:
+    secrets = step_secrets(plan, step, broker)
+    files = {STEP_FILE: (json.dumps({**secrets, "cfg": step.config},
+                                    sort_keys=True).encode(), 0o400)}
+    if step.runtime is Runtime.NODE:
+        env = {f"ELASTICIO_{k.upper()}": v for k, v in secrets.items()
+               if k not in ("message_password", "message_iv")}
+        env["ELASTICIO_MESSAGE_CRYPTO_PASSWORD"] = secrets["message_password"]
+        env["ELASTICIO_MESSAGE_CRYPTO_IV"] = secrets["message_iv"]
+        text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+        files[STEP_ENV_FILE] = (text.encode(), 0o400)
+    return files
+
+
 def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> ContainerSpec:
     is_mapper = step.kind is StepKind.MAPPER
-    secret = json.dumps({"cfg": step.config, "amqp_uri": broker.step_uri(plan.flow, step.id)},
-                        sort_keys=True).encode()
     return ContainerSpec(
         name=names.container(plan.flow, step.id),
         image=step.image,
@@ -62,6 +96,7 @@ def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> Contain
             labels.COMPONENT: str(step.component.path),
             labels.FUNCTION: step.function,
             labels.SOURCE: str(plan.source.resolve()),
+            labels.RUNTIME: step.runtime.value,
         },
         # A mapper needs nothing but the broker: it sits on the flow's internal
         # network, which leads nowhere else. Components keep their way out.
@@ -69,7 +104,7 @@ def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> Contain
         memory=step.memory,
         user=f"{STEP_UID}:{STEP_UID}",
         pids_limit=STEP_PIDS_LIMIT,
-        files={STEP_FILE: (secret, 0o400)},
+        files=step_files(plan, step, broker),
         files_owner=STEP_UID,
     )
 
@@ -101,6 +136,7 @@ class Executor:
         self.stop_following = threading.Event()
         self.followers: dict[str, Follower] = {}
         self.broker: Broker | None = None
+        self.services: Services | None = None
         self.listener: LiveListener | None = None
         self.engine_watcher: EngineWatcher | None = None
         # Set by an interrupted `up`: what has not started yet is not started.
@@ -162,10 +198,11 @@ class Executor:
                                                                 ActionType.RECREATE)]
         removals = [a.step for a in actions if a.type is ActionType.REMOVE]
         # Builds and the broker's boot overlap: both take seconds on a cold start.
+        mapper = load_mapper()
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prepare") as pool:
-            broker_future = pool.submit(self._ensure_broker)
+            services_future = pool.submit(self._ensure_platform, mapper)
             self._build_all(plan, to_start)
-            self.broker = broker_future.result()
+            services_future.result()
         self._check_cancelled()
         kept = [s for s in plan.steps if (a := todo.get(s.id)) and a.type is ActionType.KEEP]
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
@@ -175,7 +212,16 @@ class Executor:
                                   (names.internal_network(flow), True)):
             self.engine.ensure_network(network, {labels.FLOW: flow}, internal=internal)
             self.engine.connect(BROKER_NAME, network, [names.BROKER_ALIAS])
+            self.engine.connect(names.SERVICES_CONTAINER, network, [names.SERVICES_ALIAS])
         self.engine.put_record(names.record_volume(flow), record_labels(plan))
+        # Before any step starts: its first call is for its step info.
+        assert self.services is not None
+        try:
+            self.services.put_flow(plan)
+        except OSError as e:
+            raise FlowFailed(f"the platform services refused flow {flow}: "
+                             f"{services_error(e)}; see `docker logs "
+                             f"{names.SERVICES_CONTAINER}`") from None
         # Containers start while the flow's topology is declared, yet no step can
         # publish before every queue and binding exists: the steps' broker users are
         # made only after the topology (a sailor retries its login until then).
@@ -222,6 +268,17 @@ class Executor:
         if started:
             self.put(Notice(f"started the broker ({BROKER_NAME})"))
         return broker
+
+    def _ensure_platform(self, mapper: Component) -> None:
+        """The broker, then the platform services (from the mapper's image, built
+        first if need be): both outlive this `up`."""
+        self.broker = self._ensure_broker()
+        image = names.image(mapper.name, revision_of(mapper))
+        build_image(self.engine, mapper, revision_of(mapper), image,
+                    lambda line: self.put(BuildOutput(mapper.name, line)))
+        self.services, started = ensure_services(self.engine, self.broker, image)
+        if started:
+            self.put(Notice(f"started the platform services ({names.SERVICES_CONTAINER})"))
 
     def _build_all(self, plan: Plan, steps: Sequence[RealStep]) -> None:
         by_image: dict[str, list[RealStep]] = {}
@@ -311,10 +368,16 @@ class Executor:
                 self.engine.remove_network(network)
             except EngineError as e:
                 failed.append(str(e))
-        if purge:
-            broker = self.broker or find_broker(self.engine)
-            if broker is not None:
-                broker.purge_flow(flow)
+        broker = self.broker or find_broker(self.engine)
+        services = self.services or (find_services(self.engine, broker) if broker else None)
+        if services is not None:
+            # Its steps are no longer served or ticked; their snapshots stay unless purged.
+            try:
+                services.forget_flow(flow, purge)
+            except OSError as e:
+                failed.append(f"the platform services: {services_error(e)}")
+        if purge and broker is not None:
+            broker.purge_flow(flow)
         if failed:
             raise EngineError("; ".join(failed))
         return removed

@@ -14,7 +14,7 @@ from flowrun.broker.server import Broker
 from flowrun.core import labels, names
 from flowrun.core.observed import Observed, describe_exit
 from flowrun.engine.adapter import Engine
-from flowrun.sailor import LIVE_MARKER
+from flowrun.sailor import LIVE_MARKER, NODE_LIVE_MARKER
 from flowrun.supervise.events import (
     BrokerGone,
     ContainerGone,
@@ -59,7 +59,7 @@ class Follower:
                     since = observed.started_at
                 for line in self.engine.logs(self.name, follow=True, since=since,
                                              timestamps=self.timestamps):
-                    if LIVE_MARKER in line:
+                    if LIVE_MARKER in line or NODE_LIVE_MARKER in line:
                         self.put(StepPhase(self.step, Phase.LIVE))
                     self.put(StepLog(self.step, line))
                     if self.stop.is_set():

@@ -1,0 +1,164 @@
+"""The platform services' container, from the host's side (the program itself is
+`flowrun/sailor/services.py`, which runs inside it).
+
+One per host, beside the broker: started by the first `up`, kept across flows
+and across `up`s, so Node.js triggers keep ticking and sailors keep getting
+their step info after `up -d` has returned. It runs from the built-in mapper's
+image (which has flowrun's in-container code and its dependencies), on the
+broker's network (published on loopback for the host) and on each flow's
+networks, where steps reach it as `platform`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from flowrun.broker.server import ADMIN_USER, BROKER_NAME, Broker
+from flowrun.core import labels, names
+from flowrun.core.plan import SERVICES_PORT, Plan
+from flowrun.engine.adapter import ContainerSpec, Engine
+from flowrun.errors import FlowFailed
+from flowrun.sailor import wire
+from flowrun.sailor.services import CONFIG_FILE, DATA_DIR, admin_token, api_key
+
+IMAGE_LABEL = f"{labels.PREFIX}.services-image"
+
+
+def api_uri() -> str:
+    """How a step reaches the services, on its flow's networks."""
+    return f"http://{names.SERVICES_ALIAS}:{SERVICES_PORT}"
+
+
+def step_api_key(broker: Broker, flow: str, step: str) -> str:
+    return api_key(broker.admin_pass, flow, step)
+
+
+def message_keys(broker: Broker, flow: str) -> wire.Keys:
+    """The flow's message password and IV, derived from the host's secret."""
+    return wire.Keys.for_flow(broker.admin_pass, flow)
+
+
+@dataclass(frozen=True)
+class Services:
+    port: int
+    token: str
+    host: str = "127.0.0.1"
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://{self.host}:{self.port}{path}", data=data, method=method,
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def ready(self) -> bool:
+        try:
+            self.call("GET", "/healthz", timeout=2)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def put_flow(self, plan: Plan) -> None:
+        self.call("PUT", f"/admin/flows/{urllib.parse.quote(plan.flow, safe='')}",
+                  flow_spec(plan))
+
+    def forget_flow(self, flow: str, purge: bool) -> None:
+        """`down`: its steps stop being served and ticked; `--purge` drops its snapshots,
+        hook data and updated keys too."""
+        self.call("DELETE", f"/admin/flows/{urllib.parse.quote(flow, safe='')}"
+                            f"?purge={1 if purge else 0}")
+
+    def flow_state(self, flow: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/admin/flows/{urllib.parse.quote(flow, safe='')}") or {})
+
+
+def flow_spec(plan: Plan) -> dict[str, Any]:
+    """What the services need to answer for a flow's steps (secrets included: it
+    travels over loopback to a container that keeps it on its own volume)."""
+    steps: dict[str, Any] = {}
+    for s in plan.steps:
+        entry: dict[str, Any] = {"config": dict(s.config), "kind": s.kind.value,
+                                 "runtime": s.runtime.value}
+        if s.credentials is not None:
+            entry["credentials"] = dict(s.credentials)
+            entry["account"] = names.account_id(plan.flow, s.id)
+        if s.ticked and s.routes.input_queue:
+            entry["tick_interval"] = s.interval
+            entry["input_queue"] = s.routes.input_queue
+        steps[s.id] = entry
+    return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
+            "variables": dict(plan.variables), "steps": steps}
+
+
+def _from_container(engine: Engine, secret: str) -> Services | None:
+    observed = engine.find(names.SERVICES_CONTAINER)
+    if observed is None or not observed.running:
+        return None
+    port = engine.inspect(names.SERVICES_CONTAINER).ports.get(f"{SERVICES_PORT}/tcp")
+    return Services(port=port, token=admin_token(secret)) if port else None
+
+
+def find_services(engine: Engine, broker: Broker) -> Services | None:
+    return _from_container(engine, broker.admin_pass)
+
+
+def ensure_services(engine: Engine, broker: Broker, image: str,
+                    timeout: float = 30) -> tuple[Services, bool]:
+    """The host's platform services, started (or started anew on a new image) when
+    needed; returns (services, started_now)."""
+    observed = engine.find(names.SERVICES_CONTAINER)
+    if observed is not None and (not observed.running
+                                 or observed.labels.get(IMAGE_LABEL) != image):
+        engine.stop(names.SERVICES_CONTAINER, 5)
+        engine.remove(names.SERVICES_CONTAINER)
+        observed = None
+    started = False
+    if observed is None:
+        config = json.dumps({"secret": broker.admin_pass, "amqp": {
+            "host": BROKER_NAME, "port": 5672, "user": ADMIN_USER,
+            "password": broker.admin_pass}}).encode()
+        engine.run(ContainerSpec(
+            name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,
+            env={"PYTHONUNBUFFERED": "1"},
+            labels={labels.ROLE: labels.ROLE_SERVICES, IMAGE_LABEL: image},
+            command=["python3", "-m", "flowrun_sailor.services"],
+            # Root inside its own container: it owns the volume its state lives on.
+            user="0:0",
+            network=names.BROKER_NETWORK, memory="256m",
+            ports={f"{SERVICES_PORT}/tcp": ("127.0.0.1", None)},
+            volumes={names.SERVICES_DATA_VOLUME: str(DATA_DIR)},
+            files={str(CONFIG_FILE): (config, 0o400)},
+            pids_limit=256,
+        ))
+        started = True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services = _from_container(engine, broker.admin_pass)
+        if services is not None and services.ready():
+            return services, started
+        time.sleep(0.05)
+    raise FlowFailed(f"the platform services ({names.SERVICES_CONTAINER}) did not answer "
+                     f"within {timeout:.0f} s; see `docker logs {names.SERVICES_CONTAINER}`")
+
+
+def forget_services(engine: Engine) -> None:
+    """`down --all --purge`: the services' container and state go too."""
+    if engine.find(names.SERVICES_CONTAINER) is not None:
+        engine.stop(names.SERVICES_CONTAINER, 5)
+        engine.remove(names.SERVICES_CONTAINER)
+    engine.remove_volume(names.SERVICES_DATA_VOLUME)
+
+
+def services_error(e: Exception) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code}: {e.read()[:200].decode('utf-8', 'replace')}"
+    return f"{type(e).__name__}: {e}"

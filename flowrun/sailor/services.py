@@ -1,0 +1,434 @@
+"""The platform services: what a hosted platform answers to its sailors, served per host.
+
+One long-lived container (`flowrun-services`) beside the broker, running this
+module, for as long as flows run (also after `flowrun up -d` has returned):
+
+- `GET /v1/tasks/{flow}/steps/{step}`: the step-info call every sailor makes
+  at start: `config` (the step's config with its credentials merged in, plus
+  `_account`), its latest `snapshot`, the flow's `variables`, `is_passthrough`.
+- `POST|GET|DELETE /sailor-support/hooks/task/{flow}/startup/data`: start-up
+  hook data.
+- `PUT /v1/accounts/{account}`: a component's `updateKeys`.
+- Snapshots: every step's snapshot messages (one queue per flow) are drained
+  into a per-step snapshot, `snapshot` replacing and `updateSnapshot` merging,
+  kept on a volume: a trigger continues from its last state after a crash, a
+  redeploy or `down` without `--purge`.
+- Ticks: a Node.js trigger's `process` runs once per message on its input
+  queue, as on the platform, whose scheduler publishes one per interval; so
+  does this one (skipping a tick while the last is still unread).
+- `/admin/...`: the host's `flowrun up` and `down` hand a flow's steps over
+  (admin token), on a port published on loopback only.
+
+Every caller authenticates. A step's user is `<flow>.<step>` with a key derived
+from the host's secret; it may read its own step only, and its own flow's hook
+data and account. The container sits on each flow's networks, so a step
+reaches it by the alias `platform`; nothing is published beyond loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from . import wire
+
+PORT = 9090
+DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", "/var/lib/flowrun-services"))
+CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", "/etc/flowrun/services.json"))
+DRAIN_EVERY = 1.0
+_STEP_PATH = re.compile(r"^/v1/tasks/([^/]+)/steps/([^/]+)$")
+_HOOK_PATH = re.compile(r"^/sailor-support/hooks/task/([^/]+)/startup/data$")
+_ACCOUNT_PATH = re.compile(r"^/v1/accounts/([^/]+)$")
+_ADMIN_FLOW_PATH = re.compile(r"^/admin/flows/([^/]+)$")
+
+
+def log(text: str) -> None:
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+    sys.stdout.flush()
+
+
+def api_key(secret: str, flow: str, step: str) -> str:
+    """A step's key for these services (the platform's ELASTICIO_API_KEY)."""
+    return wire.derive(secret, "api-key", f"{flow}/{step}")
+
+
+def admin_token(secret: str) -> str:
+    return wire.derive(secret, "services-admin", "host")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+class Flow:
+    """One flow's state: what `up` handed over, and what its steps left behind."""
+
+    def __init__(self, root: Path, name: str, secret: str) -> None:
+        self.name = name
+        self.dir = root / name
+        self.keys = wire.Keys.for_flow(secret, name)
+        self.spec: dict[str, Any] = _read_json(self.dir / "flow.json", {})
+        self.snapshots: dict[str, Any] = _read_json(self.dir / "snapshots.json", {})
+        self.hooks: dict[str, Any] = _read_json(self.dir / "hooks.json", {})
+        self.accounts: dict[str, Any] = _read_json(self.dir / "accounts.json", {})
+        self.lock = threading.RLock()
+        self.connection: Any = None
+        self.next_tick: dict[str, float] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.spec.get("steps"))
+
+    def save(self, what: str) -> None:
+        _write_json(self.dir / f"{what}.json", getattr(self, what))
+
+    # ------------------------------------------------------------ broker side
+
+    def channel(self, amqp: dict[str, Any]) -> Any:
+        if self.connection is None or not self.connection.is_open:
+            self.connection = pika.BlockingConnection(pika.ConnectionParameters(
+                host=amqp["host"], port=int(amqp["port"]), virtual_host=self.spec["vhost"],
+                credentials=pika.PlainCredentials(amqp["user"], amqp["password"]),
+                heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
+                stack_timeout=15, connection_attempts=1))
+        return self.connection.channel()
+
+    def drop_connection(self) -> None:
+        try:
+            if self.connection is not None and self.connection.is_open:
+                self.connection.close()
+        except Exception:  # already broken
+            pass
+        self.connection = None
+
+    def drain_snapshots(self, amqp: dict[str, Any]) -> None:
+        """Every snapshot message waiting, folded into the per-step snapshots, saved,
+        then acked: a snapshot is never acked before it is on disk."""
+        queue = self.spec.get("snapshot_queue")
+        if not queue:
+            return
+        with self.lock:
+            ch = self.channel(amqp)
+            try:
+                last = None
+                changed = False
+                while True:
+                    method, props, body = ch.basic_get(queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last = method.delivery_tag
+                    step = _step_of_key(self.name, method.routing_key)
+                    if step is None:
+                        continue
+                    try:
+                        value = json.loads(body)
+                    except ValueError:
+                        continue
+                    event = (props.headers or {}).get("snapshotEvent")
+                    self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
+                                                               value)
+                    changed = True
+                if changed:
+                    self.save("snapshots")
+                if last is not None:
+                    ch.basic_ack(last, multiple=True)
+            finally:
+                ch.close()
+
+    def tick(self, amqp: dict[str, Any], now: float) -> None:
+        """One message per interval on each ticked trigger's input queue, as the
+        platform's scheduler does; none while the previous one is still unread (a
+        stopped trigger does not come back to a pile of ticks)."""
+        for step, spec in (self.spec.get("steps") or {}).items():
+            interval = spec.get("tick_interval")
+            queue = spec.get("input_queue")
+            if not interval or not queue or now < self.next_tick.get(step, 0):
+                continue
+            self.next_tick[step] = now + float(interval)
+            with self.lock:
+                ch = self.channel(amqp)
+                try:
+                    waiting = ch.queue_declare(queue, passive=True).method.message_count
+                    if waiting:
+                        continue
+                    message_id = wire.new_id()
+                    ch.basic_publish("", queue, self.keys.encrypt(wire.data_message(
+                        {}, id=message_id)), pika.BasicProperties(
+                        delivery_mode=2, content_type="application/json",
+                        message_id=message_id,
+                        headers={"messageId": message_id, "threadId": message_id,
+                                 "protocolVersion": wire.PROTOCOL_VERSION,
+                                 "taskId": self.name, "execId": self.name,
+                                 "start": wire.now_ms()}))
+                finally:
+                    if ch.is_open:
+                        ch.close()
+
+    # ------------------------------------------------------------ answers
+
+    def base_credentials(self, account: str) -> dict[str, Any]:
+        for spec in (self.spec.get("steps") or {}).values():
+            if spec.get("account") == account:
+                return dict(spec.get("credentials") or {})
+        return {}
+
+    def credentials(self, account: str) -> dict[str, Any]:
+        """The credential as the flow file gives it, with the keys a component updated
+        since (updateKeys), for as long as the flow file's credential is unchanged."""
+        base = self.base_credentials(account)
+        updated = self.accounts.get(account) or {}
+        if updated.get("base") == base:
+            return {**base, **(updated.get("keys") or {})}
+        return base
+
+    def step_info(self, step: str) -> dict[str, Any] | None:
+        spec = (self.spec.get("steps") or {}).get(step)
+        if spec is None:
+            return None
+        config = dict(spec.get("config") or {})
+        account = spec.get("account")
+        if account:
+            config.update(self.credentials(account))
+            config["_account"] = account
+        return {"id": step, "config": config, "snapshot": self.snapshots.get(step, {}),
+                "variables": self.spec.get("variables") or {},
+                "is_passthrough": bool(spec.get("passthrough", False))}
+
+
+def _step_of_key(flow: str, key: str) -> str | None:
+    prefix, suffix = f"{flow}.", ".snapshot"
+    if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix + suffix):
+        return key[len(prefix):-len(suffix)]
+    return None
+
+
+class Services:
+    def __init__(self, config: dict[str, Any], root: Path) -> None:
+        self.secret: str = config["secret"]
+        self.amqp: dict[str, Any] = config["amqp"]
+        self.root = root
+        self.flows: dict[str, Flow] = {}
+        self.lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+        for path in sorted(root.iterdir()):
+            if path.is_dir():
+                self.flows[path.name] = Flow(root, path.name, self.secret)
+
+    def flow(self, name: str) -> Flow:
+        with self.lock:
+            if name not in self.flows:
+                self.flows[name] = Flow(self.root, name, self.secret)
+            return self.flows[name]
+
+    def who(self, header: str | None) -> tuple[str, str] | None:
+        """(flow, step) of a step's Basic credentials, or None."""
+        if not header or not header.startswith("Basic "):
+            return None
+        try:
+            user, _, key = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        flow, _, step = user.partition(".")
+        if not flow or not step:
+            return None
+        if not hmac.compare_digest(key.encode(), api_key(self.secret, flow, step).encode()):
+            return None
+        return flow, step
+
+    def is_admin(self, header: str | None) -> bool:
+        expected = f"Bearer {admin_token(self.secret)}"
+        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+    def background(self) -> None:
+        """Drains snapshots and publishes ticks, forever; a broker that is away is
+        waited for (flows resume when it is back)."""
+        while True:
+            now = time.monotonic()
+            for flow in list(self.flows.values()):
+                if not flow.active:
+                    continue
+                try:
+                    flow.drain_snapshots(self.amqp)
+                    flow.tick(self.amqp, now)
+                except (pika.exceptions.AMQPError, OSError) as e:
+                    flow.drop_connection()
+                    log(f"flow {flow.name}: broker unavailable ({type(e).__name__}); retrying")
+                except Exception:
+                    flow.drop_connection()
+                    traceback.print_exc(file=sys.stdout)
+            time.sleep(min(DRAIN_EVERY, _next_tick_in(self.flows.values(), time.monotonic())))
+
+
+def _next_tick_in(flows: Any, now: float) -> float:
+    upcoming = [t for f in flows for t in f.next_tick.values()]
+    return max(0.05, min(upcoming) - now) if upcoming else DRAIN_EVERY
+
+
+class Handler(BaseHTTPRequestHandler):
+    services: Services  # set on the class by serve()
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if args and str(args[1] if len(args) > 1 else "").startswith(("4", "5")):
+            log(f"{self.command} {self.path}: {format % args}")
+
+    def _reply(self, code: int, value: Any = None) -> None:
+        body = json.dumps(value if value is not None else {}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
+
+    def _route(self) -> None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        s = self.services
+        if path == "/healthz":
+            return self._reply(200, {"ok": True})
+        if m := _ADMIN_FLOW_PATH.match(path):
+            if not s.is_admin(self.headers.get("Authorization")):
+                return self._reply(401, {"message": "admin token required"})
+            return self._admin(s.flow(m.group(1)))
+        caller = s.who(self.headers.get("Authorization"))
+        if caller is None:
+            return self._reply(401, {"message": "unknown step or wrong API key"})
+        flow_name, step = caller
+        if m := _STEP_PATH.match(path):
+            if self.command != "GET":
+                return self._reply(405)
+            if (m.group(1), m.group(2)) != (flow_name, step):
+                return self._reply(403, {"message": "a step may read its own step only"})
+            flow = s.flow(flow_name)
+            try:
+                flow.drain_snapshots(s.amqp)  # what it emitted just before a crash counts
+            except Exception as e:  # the broker away: the snapshot on disk still answers
+                flow.drop_connection()
+                log(f"flow {flow_name}: snapshots not drained before step-info ({e!r})")
+            info = flow.step_info(step)
+            if info is None:
+                return self._reply(404, {"message": f"flow {flow_name} has no step {step}"})
+            return self._reply(200, info)
+        if m := _HOOK_PATH.match(path):
+            if m.group(1) != flow_name:
+                return self._reply(403, {"message": "another flow's hook data"})
+            return self._hook(s.flow(flow_name))
+        if m := _ACCOUNT_PATH.match(path):
+            flow = s.flow(flow_name)
+            account = m.group(1)
+            owners = {spec.get("account") for spec in (flow.spec.get("steps") or {}).values()}
+            if account not in owners or self.command != "PUT":
+                return self._reply(403 if self.command == "PUT" else 405,
+                                   {"message": "not an account of this flow"})
+            body = self._body()
+            keys = body.get("keys", body) if isinstance(body, dict) else {}
+            with flow.lock:
+                current = flow.credentials(account)
+                current.update(keys if isinstance(keys, dict) else {})
+                flow.accounts[account] = {"base": flow.base_credentials(account),
+                                          "keys": current}
+                flow.save("accounts")
+            return self._reply(200, {"id": account, "keys": current})
+        return self._reply(404, {"message": f"no such call: {self.command} {path}"})
+
+    def _hook(self, flow: Flow) -> None:
+        with flow.lock:
+            if self.command == "GET":
+                if "startup" not in flow.hooks:
+                    return self._reply(404, {"message": "no startup data"})
+                return self._reply(200, flow.hooks["startup"])
+            if self.command == "POST":
+                if "startup" in flow.hooks:
+                    return self._reply(409, {"message": "startup data exists"})
+                flow.hooks["startup"] = self._body()
+                flow.save("hooks")
+                return self._reply(201, flow.hooks["startup"])
+            if self.command == "DELETE":
+                flow.hooks.pop("startup", None)
+                flow.save("hooks")
+                return self._reply(200, {})
+        return self._reply(405)
+
+    def _admin(self, flow: Flow) -> None:
+        with flow.lock:
+            if self.command == "PUT":
+                spec = self._body()
+                flow.spec = spec
+                _write_json(flow.dir / "flow.json", spec)
+                flow.next_tick.clear()
+                return self._reply(200, {"flow": flow.name, "steps": len(spec.get("steps", {}))})
+            if self.command == "DELETE":
+                purge = "purge=1" in (urllib.parse.urlsplit(self.path).query or "")
+                flow.spec = {}
+                flow.drop_connection()
+                flow.next_tick.clear()
+                if purge:
+                    for what in ("flow", "snapshots", "hooks", "accounts"):
+                        (flow.dir / f"{what}.json").unlink(missing_ok=True)
+                    flow.snapshots, flow.hooks, flow.accounts = {}, {}, {}
+                else:
+                    (flow.dir / "flow.json").unlink(missing_ok=True)
+                return self._reply(200, {"flow": flow.name, "purged": purge})
+            if self.command == "GET":
+                return self._reply(200, {"spec": flow.spec, "snapshots": flow.snapshots})
+        return self._reply(405)
+
+    def _safe(self) -> None:
+        try:
+            self._route()
+        except (ValueError, KeyError) as e:
+            self._reply(400, {"message": f"bad request: {e}"})
+        except BrokenPipeError:
+            pass
+        except Exception as e:
+            traceback.print_exc(file=sys.stdout)
+            self._reply(500, {"message": repr(e)})
+
+    do_GET = do_POST = do_PUT = do_DELETE = _safe
+
+
+def main() -> int:
+    config = json.loads(CONFIG_FILE.read_text())
+    services = Services(config, DATA_DIR)
+    Handler.services = services
+    threading.Thread(target=services.background, daemon=True, name="background").start()
+    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+    server.daemon_threads = True
+    log(f"flowrun platform services: listening on :{PORT}, {len(services.flows)} flow(s) known")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""The hosted platform's wire protocol, spoken by every flowrun step and tool.
+
+Read from the platform's Node.js sailor (see shared/PLATFORM.md), so that its
+steps and flowrun's mix in one flow in any order:
+
+- A data message is the JSON of `{id, body, headers, attachments, passthrough,
+  metadata}`, AES-256-CBC encrypted (key = SHA-256 of the flow's password, IV =
+  the 16 bytes of its IV text) and, in protocol version 1, sent as base64 text.
+- The AMQP headers carry the lineage: `messageId` (unique per message: the
+  platform's sailor drops a second delivery with an id it holds as a duplicate),
+  `parentMessageId` (the input's id), `threadId` (the trigger message's id it
+  descends from), and `stepId`, `execId`, `protocolVersion`, `start`, `end`.
+- An error is plain JSON `{"error": <encrypted {name, message, stack}>,
+  "errorInput": <the input as it was received>}` on the error routing key.
+- A snapshot is plain JSON on the snapshot routing key, header
+  `snapshotEvent`: `snapshot` replaces, `updateSnapshot` merges (shallow).
+
+Standard library and `cryptography` only: this module runs inside step images,
+in the platform services and on the host (`flowrun send`, `tail`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+from cryptography.hazmat.primitives.ciphers import algorithms, modes
+
+PROTOCOL_VERSION = 1
+SNAPSHOT_REPLACE = "snapshot"
+SNAPSHOT_MERGE = "updateSnapshot"
+# Headers that describe one hop; the rest of an input's headers are carried on.
+HOP_HEADERS = ("messageId", "parentMessageId", "threadId", "stepId", "execId", "taskId",
+               "compId", "function", "start", "end", "protocolVersion", "retry",
+               "reboundIteration", "reboundReason", "snapshotEvent", "x-death",
+               "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
+               "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+               "x-last-death-reason")
+
+
+class WireError(ValueError):
+    """A body that is not the platform's encoding, or not this flow's key."""
+
+
+def derive(secret: str, purpose: str, flow: str, length: int = 32) -> str:
+    """A per-flow value from the host's secret: the same on the host, in the platform
+    services and (handed over in the step's private file) in every step."""
+    return hmac.new(secret.encode(), f"{purpose}:{flow}".encode(),
+                    hashlib.sha256).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A flow's message password and IV (the platform's MESSAGE_CRYPTO_* pair)."""
+
+    password: str
+    iv: str  # 16 characters
+
+    @classmethod
+    def for_flow(cls, secret: str, flow: str) -> Keys:
+        return cls(derive(secret, "message-password", flow), derive(secret, "message-iv", flow, 16))
+
+    def _cipher(self) -> _Cipher[modes.CBC]:
+        key = hashlib.sha256(self.password.encode()).digest()
+        return _Cipher(algorithms.AES(key), modes.CBC(self.iv.encode()[:16]))
+
+    def encrypt(self, value: Any) -> bytes:
+        """Protocol version 1: base64 text of the ciphertext of the JSON."""
+        padder = padding.PKCS7(128).padder()
+        plain = padder.update(json.dumps(value, default=str).encode()) + padder.finalize()
+        enc = self._cipher().encryptor()
+        return base64.b64encode(enc.update(plain) + enc.finalize())
+
+    def decrypt(self, data: bytes | str, protocol_version: int = PROTOCOL_VERSION) -> Any:
+        raw = data.encode() if isinstance(data, str) else data
+        if not raw:
+            return None
+        try:
+            cipher_text = base64.b64decode(raw, validate=True) if protocol_version < 2 else raw
+            dec = self._cipher().decryptor()
+            padded = dec.update(cipher_text) + dec.finalize()
+            unpadder = padding.PKCS7(128).unpadder()
+            return json.loads(unpadder.update(padded) + unpadder.finalize())
+        except (ValueError, TypeError) as e:
+            raise WireError(f"not a message of this flow ({type(e).__name__}: {e})") from None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def protocol_of(headers: dict[str, Any] | None) -> int:
+    try:
+        return int((headers or {}).get("protocolVersion") or PROTOCOL_VERSION)
+    except (TypeError, ValueError):
+        return PROTOCOL_VERSION
+
+
+def decode_data(keys: Keys, body: bytes, headers: dict[str, Any] | None) -> dict[str, Any]:
+    """An incoming data message as a function sees it (`msg`)."""
+    msg = keys.decrypt(body, protocol_of(headers))
+    if not isinstance(msg, dict):
+        msg = {"body": msg}
+    msg.setdefault("body", {})
+    msg.setdefault("headers", {})
+    msg.setdefault("passthrough", {})
+    msg.setdefault("attachments", {})
+    return msg
+
+
+def outgoing_headers(parent: dict[str, Any] | None, step: str, flow: str,
+                     message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The AMQP headers of one output: a new `messageId` for every message (two
+    outputs of one input are two messages, not a duplicate), the input's id as
+    `parentMessageId`, its thread carried on (or begun here)."""
+    parent = parent or {}
+    headers: dict[str, Any] = {k: v for k, v in parent.items() if k not in HOP_HEADERS
+                               and isinstance(v, str | int | float | bool)}
+    message_id = message_id or new_id()
+    headers.update({
+        "messageId": message_id,
+        # A message with no thread yet (a trigger's output) begins its own.
+        "threadId": parent.get("threadId") or message_id,
+        "stepId": step,
+        "execId": parent.get("execId") or flow,
+        "taskId": flow,
+        "protocolVersion": PROTOCOL_VERSION,
+        "end": now_ms(),
+    })
+    if parent.get("messageId"):
+        headers["parentMessageId"] = parent["messageId"]
+    headers.update(extra)
+    return headers
+
+
+def data_message(body: Any, headers: dict[str, Any] | None = None,
+                 passthrough: dict[str, Any] | None = None,
+                 attachments: dict[str, Any] | None = None, id: str | None = None,
+                 ) -> dict[str, Any]:
+    return {"id": id or new_id(), "body": body, "headers": headers or {},
+            "attachments": attachments or {}, "passthrough": passthrough or {},
+            "metadata": {}}
+
+
+def error_payload(keys: Keys, name: str, message: str, stack: str,
+                  error_input: bytes | None) -> bytes:
+    """The platform's error message; `error_input` is the input as it was received."""
+    payload: dict[str, Any] = {
+        "error": keys.encrypt({"name": name, "message": message, "stack": stack}).decode()}
+    if error_input is not None:
+        payload["errorInput"] = error_input.decode("utf-8", "replace")
+    return json.dumps(payload).encode()
+
+
+def decode_error(keys: Keys, body: bytes) -> dict[str, Any]:
+    """An error message for people: `{name, message, stack, input}` (input decrypted
+    when it can be)."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        return {"name": "Error", "message": body.decode("utf-8", "replace"), "stack": ""}
+    if not isinstance(raw, dict):
+        return {"name": "Error", "message": str(raw), "stack": ""}
+    error: Any = raw.get("error")
+    if isinstance(error, str):
+        try:
+            error = keys.decrypt(error)
+        except WireError:
+            error = {"message": error}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    out = {"name": str(error.get("name") or "Error"), "message": str(error.get("message") or ""),
+           "stack": str(error.get("stack") or "")}
+    error_input = raw.get("errorInput")
+    if isinstance(error_input, str):
+        try:
+            out["input"] = keys.decrypt(error_input)
+        except WireError:
+            out["input"] = error_input
+    return out
+
+
+def merge_snapshot(current: Any, event: str | None, value: Any) -> Any:
+    """What a step's snapshot is after one snapshot message."""
+    if event == SNAPSHOT_MERGE and isinstance(current, dict) and isinstance(value, dict):
+        return {**current, **value}
+    return value
