@@ -176,8 +176,10 @@ def _since(value: str | None) -> datetime | None:
 @click.option("--tail", "tail_lines", default="all", help="Lines from the end (a number or all).")
 @click.option("--since", help="Only lines since a duration ago (30s, 5m) or an ISO time.")
 @click.option("-t", "--timestamps", is_flag=True)
+@click.option("--raw", is_flag=True,
+              help="Node.js steps' JSON log lines as they are (default: LEVEL message).")
 def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None,
-         timestamps: bool) -> None:
+         timestamps: bool, raw: bool) -> None:
     """Logs of one step, or of every step interleaved: flowrun logs [FLOW] [STEP]."""
     from flowrun.commands.logs import show_logs
     from flowrun.commands.status import running_flows
@@ -193,7 +195,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
     name = _resolve_flow(engine, flow_arg)
     show_logs(engine, name, step, follow=follow,
               tail=int(tail_lines) if tail_lines.isdigit() else "all",
-              since=_since(since), timestamps=timestamps)
+              since=_since(since), timestamps=timestamps, raw=raw)
 
 
 @cli.command()

@@ -96,6 +96,7 @@ def flow_spec(plan: Plan) -> dict[str, Any]:
             entry["input_queue"] = s.routes.input_queue
         steps[s.id] = entry
     return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
+            "error_tally_queue": names.error_tally_queue(plan.flow),
             "variables": dict(plan.variables), "steps": steps}
 
 

@@ -32,6 +32,9 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
 
         ch.queue_declare(plan.error_queue, durable=True, arguments={"x-queue-type": "quorum"})
         bind(plan.error_queue, names.any_step_key(flow, "error"))
+        ch.queue_declare(names.error_tally_queue(flow), durable=True,
+                         arguments={"x-queue-type": "quorum"})
+        bind(names.error_tally_queue(flow), names.any_step_key(flow, "error"))
         ch.queue_declare(plan.dead_letter_queue, durable=True,
                          arguments={"x-queue-type": "quorum"})
         ch.queue_declare(names.live_queue(flow), durable=True, arguments={

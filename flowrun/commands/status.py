@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowrun.broker.server import find_broker
+from flowrun.broker.platform import find_services
+from flowrun.broker.server import Broker, find_broker
 from flowrun.core import labels, names
 from flowrun.core.component import Runtime
 from flowrun.core.load import revision_at
@@ -173,6 +174,24 @@ def _why_down(o: Observed, last_exit: str | None, hung: str | None,
             f"`flowrun up {source}` starts it again (an attached `up` does it by itself)")
 
 
+def _acked(queue: dict[str, Any]) -> int | None:
+    """Messages a step acknowledged, as its input queue counts them (for steps whose
+    sailor keeps no counters: the platform's Node.js sailor)."""
+    stats = queue.get("message_stats") if queue else None
+    return int(stats.get("ack", 0)) if isinstance(stats, dict) else None
+
+
+def _error_tally(engine: Engine, broker: Broker | None, flow: str) -> dict[str, int]:
+    """Errors per step, as the platform services counted them."""
+    services = find_services(engine, broker) if broker is not None else None
+    if services is None:
+        return {}
+    try:
+        return dict(services.flow_state(flow).get("errors") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def flow_status(engine: Engine, flow: str) -> FlowStatus:
     observed = flow_containers(engine, flow)
     broker = find_broker(engine)
@@ -199,6 +218,8 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = list(pool.map(state_of, observed))
+    tallied = _error_tally(engine, broker, flow) if any(
+        o.labels.get(labels.RUNTIME) == Runtime.NODE.value for o in observed) else {}
     current: dict[str, str | None] = {}
     now = datetime.now(UTC)
     looping = {o.name for o in observed if _crash_looping(o, now)}
@@ -219,7 +240,8 @@ def flow_status(engine: Engine, flow: str) -> FlowStatus:
             restarts=o.restart_count, last_exit=last_exit,
             waiting=queue.get("messages_ready") if queue else None,
             in_flight=queue.get("messages_unacknowledged") if queue else None,
-            processed=state.get("processed"), errors=state.get("errors"),
+            processed=state.get("processed", _acked(queue)),
+            errors=state.get("errors", tallied.get(step)),
             stale=_stale(o, current), leak=state.get("leak"),
             crash_looping=o.name in looping,
             last_lines=tuple(engine.logs(o.name, tail=LAST_LINES)) if o.name in looping else (),

@@ -106,6 +106,12 @@ def error_queue(flow: str) -> str:
     return f"{flow}:errors"
 
 
+def error_tally_queue(flow: str) -> str:
+    """A copy of every error, drained by the platform services to count errors per
+    step (the error queue itself is left for people to read)."""
+    return f"{flow}:error-tally"
+
+
 def dead_letter_queue(flow: str) -> str:
     return f"{flow}:dead"
 
@@ -168,7 +174,7 @@ def step_read_pattern(flow: str, step: str) -> str:
 def is_declared_queue(flow: str, queue: str) -> bool:
     """A queue flowrun declares for the flow (a person's or a test's tap is not)."""
     if queue in (error_queue(flow), output_queue(flow), live_queue(flow),
-                 snapshot_queue(flow)):
+                 snapshot_queue(flow), error_tally_queue(flow)):
         return True
     head, _, kind = queue.rpartition(":")
     return head.startswith(f"{flow}:") and kind in ("messages", "snapshot", "rebound")

@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from flowrun.core import names
+from flowrun.core.logline import readable
 from flowrun.supervise.events import (
     ApplyDone,
     BuildOutput,
@@ -44,7 +45,7 @@ class PlainRenderer:
             detail = f" ({event.detail})" if event.detail else ""
             self._print(f"{t} {event.step:<28} {event.phase.value}{detail}")
         elif isinstance(event, StepLog):
-            self._print(prefix(event.step) + event.line)
+            self._print(prefix(event.step) + readable(event.line))
         elif isinstance(event, BuildOutput):
             if self.build_output:
                 self._print(prefix(f"build {event.component}") + event.line)
@@ -148,7 +149,7 @@ class RichRenderer:
         if isinstance(event, BuildOutput):
             self.last_build[event.component] = event.line.strip()
         elif isinstance(event, StepLog):
-            self.console.print(f"[dim]{prefix(event.step)}[/]{_escape(event.line)}",
+            self.console.print(f"[dim]{prefix(event.step)}[/]{_escape(readable(event.line))}",
                                highlight=False)
         elif isinstance(event, Notice):
             style = {"info": "bold", "warning": "yellow", "error": "bold red"}[event.level]
@@ -181,7 +182,8 @@ def choose(progress: str, is_tty: bool, ci: bool) -> PlainRenderer | JsonRendere
 def print_plan(plan: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     out.write(f"flow {plan.flow} ({plan.source}): {len(plan.steps)} real steps\n")
-    header = f"{'#':>2} {'step':<28} {'kind':<7} {'component:function':<28} input -> output"
+    header = (f"{'#':>2} {'step':<28} {'kind':<7} {'runtime':<6} {'component:function':<28} "
+              "input -> output")
     out.write(header + "\n")
     for line in plan.lines():
         out.write(line + "\n")
@@ -220,7 +222,7 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
             last = f", last {s.last_exit}" if s.last_exit else ""
             notes.append(f"{s.step}: CRASH-LOOPING: restarted {s.restarts}x{last}; "
                          f"its last lines:")
-            notes.extend(f"    {line}" for line in s.last_lines)
+            notes.extend(f"    {readable(line)}" for line in s.last_lines)
         elif s.restarts:
             last = f", last {s.last_exit}" if s.last_exit else ""
             notes.append(f"{s.step}: restarted {s.restarts}x{last}")

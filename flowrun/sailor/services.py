@@ -95,6 +95,7 @@ class Flow:
         self.snapshots: dict[str, Any] = _read_json(self.dir / "snapshots.json", {})
         self.hooks: dict[str, Any] = _read_json(self.dir / "hooks.json", {})
         self.accounts: dict[str, Any] = _read_json(self.dir / "accounts.json", {})
+        self.errors: dict[str, int] = _read_json(self.dir / "errors.json", {})
         self.lock = threading.RLock()
         self.connection: Any = None
         self.next_tick: dict[str, float] = {}
@@ -159,6 +160,30 @@ class Flow:
             finally:
                 ch.close()
 
+    def count_errors(self, amqp: dict[str, Any]) -> None:
+        """Errors per step (from a copy of the error queue): `flowrun status` shows
+        them for steps whose sailor keeps no counters of its own (Node.js)."""
+        queue = self.spec.get("error_tally_queue")
+        if not queue:
+            return
+        with self.lock:
+            ch = self.channel(amqp)
+            try:
+                last = None
+                while True:
+                    method, _props, _body = ch.basic_get(queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last = method.delivery_tag
+                    step = _step_of_key(self.name, method.routing_key, ".error")
+                    if step is not None:
+                        self.errors[step] = self.errors.get(step, 0) + 1
+                if last is not None:
+                    self.save("errors")
+                    ch.basic_ack(last, multiple=True)
+            finally:
+                ch.close()
+
     def tick(self, amqp: dict[str, Any], now: float) -> None:
         """One message per interval on each ticked trigger's input queue, as the
         platform's scheduler does; none while the previous one is still unread (a
@@ -219,8 +244,8 @@ class Flow:
                 "is_passthrough": bool(spec.get("passthrough", False))}
 
 
-def _step_of_key(flow: str, key: str) -> str | None:
-    prefix, suffix = f"{flow}.", ".snapshot"
+def _step_of_key(flow: str, key: str, suffix: str = ".snapshot") -> str | None:
+    prefix = f"{flow}."
     if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix + suffix):
         return key[len(prefix):-len(suffix)]
     return None
@@ -273,6 +298,7 @@ class Services:
                     continue
                 try:
                     flow.drain_snapshots(self.amqp)
+                    flow.count_errors(self.amqp)
                     flow.tick(self.amqp, now)
                 except (pika.exceptions.AMQPError, OSError) as e:
                     flow.drop_connection()
@@ -391,14 +417,15 @@ class Handler(BaseHTTPRequestHandler):
                 flow.drop_connection()
                 flow.next_tick.clear()
                 if purge:
-                    for what in ("flow", "snapshots", "hooks", "accounts"):
+                    for what in ("flow", "snapshots", "hooks", "accounts", "errors"):
                         (flow.dir / f"{what}.json").unlink(missing_ok=True)
-                    flow.snapshots, flow.hooks, flow.accounts = {}, {}, {}
+                    flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
                 else:
                     (flow.dir / "flow.json").unlink(missing_ok=True)
                 return self._reply(200, {"flow": flow.name, "purged": purge})
             if self.command == "GET":
-                return self._reply(200, {"spec": flow.spec, "snapshots": flow.snapshots})
+                return self._reply(200, {"snapshots": flow.snapshots, "errors": flow.errors,
+                                         "steps": sorted(flow.spec.get("steps") or {})})
         return self._reply(405)
 
     def _safe(self) -> None:

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from flowrun.core import labels, names
+from flowrun.core.logline import readable
 from flowrun.core.plan import Plan
 from flowrun.core.reconcile import (
     Action,
@@ -404,7 +405,7 @@ class Supervisor:
             step = state.steps[step_id]
             lines = step.last_lines or list(self.engine.logs(
                 names.container(state.flow, step_id), tail=LAST_LINES))
-            shown = "\n".join(f"    {line}" for line in lines) or "    (no output)"
+            shown = "\n".join(f"    {readable(line)}" for line in lines) or "    (no output)"
             detail = f", {step.detail}" if step.detail else ""
             if step.crashes:
                 detail += f", crashed {step.crashes}x"
