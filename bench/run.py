@@ -32,7 +32,8 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowrun.broker.messaging import Sender, data_key, make_message  # noqa: E402
+from flowrun.broker.messaging import Sender, data_key, decode, make_message  # noqa: E402
+from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
 from flowrun.engine.adapter import Engine  # noqa: E402
 from flowrun.sailor.runtime import Confirms  # noqa: E402
@@ -146,6 +147,7 @@ class Receiver:
     def __init__(self, flow: str, step: str) -> None:
         broker = find_broker(Engine())
         assert broker is not None
+        self.keys = message_keys(broker, flow)
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
@@ -154,10 +156,11 @@ class Receiver:
 
     def collect(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for method, _p, body in self.channel.consume(self.queue, auto_ack=True,
-                                                      inactivity_timeout=0.5):
+        for method, props, body in self.channel.consume(self.queue, auto_ack=True,
+                                                         inactivity_timeout=0.5):
             if method is not None:
-                sent = json.loads(body)["headers"]["sentAt"]
+                h = decode(self.keys, body, props)["headers"]
+                sent = float(h.get("sentAt") or h["sentat"])
                 self.latencies.append((time.time() - sent) * 1000)
             if len(self.latencies) >= count or time.monotonic() > deadline:
                 break

@@ -49,11 +49,10 @@ def make_message(body: Any, headers: dict[str, Any] | None = None) -> dict[str, 
 
 def properties_for(flow: str, as_step: str, message: dict[str, Any]) -> pika.BasicProperties:
     """A new thread begins here: the message's own headers travel in the AMQP headers
-    too, which every sailor (flowrun's and the platform's) carries on."""
-    headers = wire.outgoing_headers(
-        {k: v for k, v in (message.get("headers") or {}).items()
-         if isinstance(v, str | int | float | bool)},
-        as_step, flow, message_id=message["id"])
+    too (as `x-eio-meta-*`, which every sailor, flowrun's and the platform's, carries
+    on)."""
+    headers = wire.outgoing_headers(wire.meta_headers(message.get("headers")), as_step, flow,
+                                    message_id=message["id"])
     return pika.BasicProperties(delivery_mode=2, content_type="application/json",
                                 message_id=message["id"], headers=headers)
 
@@ -61,13 +60,13 @@ def properties_for(flow: str, as_step: str, message: dict[str, Any]) -> pika.Bas
 def decode(keys: wire.Keys, body: bytes, properties: Any) -> dict[str, Any]:
     """A message as `tail` shows it: decrypted, its lineage (AMQP headers) beside its
     own headers."""
-    amqp = {k: v for k, v in (getattr(properties, "headers", None) or {}).items()
-            if not k.startswith("x-")}
+    raw = getattr(properties, "headers", None) or {}
+    amqp = {k: v for k, v in raw.items() if not k.startswith("x-")}
     try:
         msg = wire.decode_data(keys, body, amqp)
     except wire.WireError as e:
         msg = {"body": None, "headers": {}, "error": str(e)}
-    msg["headers"] = {**amqp, **(msg.get("headers") or {})}
+    msg["headers"] = {**amqp, **wire.unmeta(raw), **(msg.get("headers") or {})}
     return msg
 
 

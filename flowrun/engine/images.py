@@ -129,9 +129,10 @@ def node_modules(component: Component) -> Path:
     result = subprocess.run([*command, "--no-audit", "--no-fund", "--loglevel=error"],
                             cwd=staging, capture_output=True, text=True)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()[-6:]
+        lines = [line for line in (result.stderr or result.stdout).strip().splitlines()
+                 if "complete log of this run" not in line][-5:]
         shutil.rmtree(staging, ignore_errors=True)
-        raise BuildFailed(f"`{' '.join(command[1:])}` failed with exit code "
+        raise BuildFailed(f"`npm {' '.join(command[1:])}` failed with exit code "
                           f"{result.returncode}: " + " | ".join(lines))
     if not (staging / "node_modules").is_dir():
         (staging / "node_modules").mkdir()

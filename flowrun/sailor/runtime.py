@@ -259,7 +259,8 @@ class Sailor:
         if count > REBOUND_LIMIT:
             self.publish_event("error", RuntimeError(f"rebound limit reached: {reason}"), parent)
             return
-        kept = {k: v for k, v in parent.headers.items() if not k.startswith("x-")}
+        kept = {k: v for k, v in parent.headers.items()
+                if not k.startswith("x-") or k.startswith(wire.META_PREFIX)}
         headers = {**kept, "reboundIteration": count, "reboundReason": str(reason),
                    "end": wire.now_ms()}
         # The rebound queue holds it for a while, then dead-letters it back to our input,

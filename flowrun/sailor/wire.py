@@ -35,6 +35,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 PROTOCOL_VERSION = 1
+# The one kind of header the platform's sailor carries from an input to its outputs
+# besides the lineage: a message's own headers travel as these (lowercased names).
+META_PREFIX = "x-eio-meta-"
 SNAPSHOT_REPLACE = "snapshot"
 SNAPSHOT_MERGE = "updateSnapshot"
 # Headers that describe one hop; the rest of an input's headers are carried on.
@@ -126,8 +129,10 @@ def outgoing_headers(parent: dict[str, Any] | None, step: str, flow: str,
     outputs of one input are two messages, not a duplicate), the input's id as
     `parentMessageId`, its thread carried on (or begun here)."""
     parent = parent or {}
+    # Scalars only, and no floats: AMQP field tables (pika) have no float type.
     headers: dict[str, Any] = {k: v for k, v in parent.items() if k not in HOP_HEADERS
-                               and isinstance(v, str | int | float | bool)}
+                               and not (k.startswith("x-") and not k.startswith(META_PREFIX))
+                               and isinstance(v, str | int | bool)}
     message_id = message_id or new_id()
     headers.update({
         "messageId": message_id,
@@ -143,6 +148,24 @@ def outgoing_headers(parent: dict[str, Any] | None, step: str, flow: str,
         headers["parentMessageId"] = parent["messageId"]
     headers.update(extra)
     return headers
+
+
+def meta_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """A message's own headers as AMQP headers every sailor carries on (`seq` ->
+    `x-eio-meta-seq`); a float becomes its text (AMQP tables have no floats)."""
+    out: dict[str, Any] = {}
+    for key, value in (headers or {}).items():
+        if isinstance(value, bool | int | str):
+            out[META_PREFIX + str(key).lower()] = value
+        elif isinstance(value, float):
+            out[META_PREFIX + str(key).lower()] = repr(value)
+    return out
+
+
+def unmeta(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """The reverse of meta_headers, for people and tests reading a message."""
+    return {k[len(META_PREFIX):]: v for k, v in (headers or {}).items()
+            if k.startswith(META_PREFIX)}
 
 
 def data_message(body: Any, headers: dict[str, Any] | None = None,

@@ -8,7 +8,6 @@ at-least-once shows up as duplicates, both counted.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from flowrun.broker.messaging import data_key, make_message
+from flowrun.broker.messaging import data_key, decode, make_message, properties_for
+from flowrun.broker.platform import message_keys
 from flowrun.broker.server import find_broker
 
 ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -62,10 +62,11 @@ class Sink:
         while len(self.seen) < count and time.monotonic() < deadline:
             try:
                 conn = _connect(self.engine, self.flow, deadline)
+                keys = _keys(self.engine, self.flow)
                 ch = conn.channel()
-                for method, _p, body in ch.consume(self.queue, inactivity_timeout=0.5):
+                for method, props, body in ch.consume(self.queue, inactivity_timeout=0.5):
                     if method is not None:
-                        seq = json.loads(body).get("headers", {}).get("seq")
+                        seq = decode(keys, body, props)["headers"].get("seq")
                         if seq is not None:  # not ours: the flow's own trigger made it
                             self.seen[int(seq)] += 1
                         ch.basic_ack(method.delivery_tag)
@@ -80,6 +81,13 @@ class Sink:
 
     def duplicates(self) -> int:
         return sum(n - 1 for n in self.seen.values())
+
+
+def _keys(engine: Any, flow: str) -> Any:
+    broker = find_broker(engine)
+    if broker is None:
+        raise TimeoutError("broker unreachable")
+    return message_keys(broker, flow)
 
 
 class Stream(threading.Thread):
@@ -106,14 +114,15 @@ class Stream(threading.Thread):
         started = time.monotonic()
         while seq < self.count:
             conn = _connect(self.engine, self.flow, deadline)
+            keys = _keys(self.engine, self.flow)
             ch = conn.channel()
             ch.confirm_delivery()
             try:
                 while seq < self.count:
                     message = make_message(self.body, {"seq": seq, "sentAt": time.time()})
                     ch.basic_publish(self.flow, data_key(self.flow, self.as_step),
-                                     json.dumps(message).encode(),
-                                     pika.BasicProperties(delivery_mode=2))
+                                     keys.encrypt(message),
+                                     properties_for(self.flow, self.as_step, message))
                     seq += 1
                     self.sent = seq
                     if self.rate:
