@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLOW ?= sample_flows/orders.yaml
 
-.PHONY: install engine images up down test unit lint bench bench-quick clean
+.PHONY: install npm engine images up down test unit lint bench bench-quick clean
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,19 +15,23 @@ $(BIN)/flowrun: pyproject.toml
 
 install: $(BIN)/flowrun
 
+# Node.js components' dependencies are installed on the host with npm.
+npm:
+	@command -v npm >/dev/null 2>&1 || scripts/ensure-npm
+
 engine:
 	scripts/ensure-engine
 
 images: engine
 	scripts/build-base-images
 
-up: install images
+up: install npm images
 	$(BIN)/flowrun up $(FLOW)
 
 down: install
 	$(BIN)/flowrun down --all
 
-test: install images
+test: install npm images
 	$(BIN)/python -m pytest -q -ra
 
 unit: install
@@ -37,10 +41,10 @@ lint: install
 	$(BIN)/ruff check flowrun tests bench
 	$(BIN)/mypy flowrun
 
-bench: install images
+bench: install npm images
 	$(BIN)/python bench/run.py
 
-bench-quick: install images
+bench-quick: install npm images
 	$(BIN)/python bench/run.py --quick
 
 clean:

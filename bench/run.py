@@ -74,6 +74,17 @@ def chain_flow(directory: Path, name: str, real_steps: int, crm: Path | None = N
     return path
 
 
+def node_chain_flow(directory: Path, name: str) -> Path:
+    """5 real steps, 3 of them Node.js (the platform's sailor): clock -> c1 -> c2."""
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        f"version: 1\nname: {name}\nsteps:\n"
+        f"  - {{id: clock, component: {COMPONENTS}/clock-js, function: tick, interval: 3600}}\n"
+        f"  - {{id: c1, component: {COMPONENTS}/fanout-js, function: check}}\n"
+        f"  - {{id: c2, component: {COMPONENTS}/fanout-js, function: check}}\n")
+    return path
+
+
 # ---------------------------------------------------------------- warm-up
 
 def timed_up(path: Path, *extra: str) -> float:
@@ -82,18 +93,22 @@ def timed_up(path: Path, *extra: str) -> float:
     return time.perf_counter() - started
 
 
-def baseline_docker_run(engine: Engine, images: list[str], tag: str) -> float:
+IDLE = {"python": ["python3", "-c", "import time; time.sleep(600)"],
+        "node": ["node", "-e", "setTimeout(() => {}, 600000)"]}
+
+
+def baseline_docker_run(engine: Engine, images: list[tuple[str, str]], tag: str) -> float:
     """The same containers (images, a bridge network of their own, memory limit, user),
-    started in parallel with plain `docker run -d`, until running."""
+    started in parallel with plain `docker run -d`, until running. `images`: (image,
+    runtime) pairs; each runs its runtime's idle program."""
     names = [f"flowrun-bench-{tag}-{i}" for i in range(len(images))]
     network = f"flowrun-bench-{tag}"
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
 
-    def run(args: tuple[str, str]) -> None:
-        name, image = args
+    def run(args: tuple[str, tuple[str, str]]) -> None:
+        name, (image, runtime) = args
         subprocess.run(["docker", "run", "-d", "--name", name, "--network", network,
-                        "--memory", "256m", "--user", "1000:1000", image,
-                        "python3", "-c", "import time; time.sleep(600)"],
+                        "--memory", "256m", "--user", "1000:1000", image, *IDLE[runtime]],
                        check=True, capture_output=True)
 
     started = time.perf_counter()
@@ -105,13 +120,14 @@ def baseline_docker_run(engine: Engine, images: list[str], tag: str) -> float:
     return elapsed
 
 
-def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int) -> dict[str, Any]:
-    name = f"bench-w{real_steps}"
-    path = chain_flow(tmp, name, real_steps)
+def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int,
+           node: bool = False) -> dict[str, Any]:
+    name = f"bench-{'node' if node else 'w'}{real_steps}"
+    path = node_chain_flow(tmp, name) if node else chain_flow(tmp, name, real_steps)
     timed_up(path)  # builds (cached after the first time) and declares the queues
     flowrun("down", name, "--grace", "0")
     plan = json.loads(flowrun("plan", "--json", str(path)).stdout)
-    images = [s["image"] for s in plan["steps"]]
+    images = [(s["image"], s["runtime"]) for s in plan["steps"]]
     ours, base = [], []
     for _ in range(runs):
         ours.append(timed_up(path))
@@ -133,7 +149,8 @@ def cold_warmup(engine: Engine, tmp: Path) -> dict[str, Any]:
     started = time.perf_counter()
     ensure_broker(engine)
     broker_alone = time.perf_counter() - started
-    warm = baseline_docker_run(engine, [s["image"] for s in plan["steps"]], "cold")
+    warm = baseline_docker_run(engine, [(s["image"], s["runtime"]) for s in plan["steps"]],
+                               "cold")
     flowrun("down", name, "--purge", "--grace", "0", check=False)
     return {"flowrun": ours, "broker_alone": broker_alone, "warm_baseline": warm,
             "baseline": broker_alone + warm, "ratio": ours / (broker_alone + warm)}
@@ -185,10 +202,11 @@ def send_at_rate(flow: str, as_step: str, count: int, rate: float | None) -> flo
     return time.perf_counter() - started
 
 
-def through(flow: str, out_step: str, count: int, rate: float | None) -> tuple[list[float], float]:
+def through(flow: str, out_step: str, count: int, rate: float | None,
+            as_step: str = "s0") -> tuple[list[float], float]:
     receiver = Receiver(flow, out_step)
     started = time.perf_counter()
-    sender = threading.Thread(target=send_at_rate, args=(flow, "s0", count, rate))
+    sender = threading.Thread(target=send_at_rate, args=(flow, as_step, count, rate))
     sender.start()
     receiver.collect(count, timeout=120)
     elapsed = time.perf_counter() - started
@@ -253,11 +271,18 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
         shutil.copytree(COMPONENTS / "crm", crm)
     hop_flow = chain_flow(tmp, "bench-hop", 3, crm)   # s0 -> mapper -> s1
     e2e_flow = chain_flow(tmp, "bench-e2e", 5, crm)   # s0 -> m -> s1 -> m -> s2
+    node_flow = node_chain_flow(tmp, "bench-nodehop")  # clock -> m -> c1 (Node.js) -> ...
     flowrun("up", "-d", str(hop_flow))
     flowrun("up", "-d", str(e2e_flow))
+    flowrun("up", "-d", str(node_flow))
     base_lat, _ = baseline_roundtrip(n_latency, 100)
     # A hop: into the mapper's queue, through the mapper, out on its routing key.
     hop_lat, _ = through("bench-hop", "mapper.s0.s1", n_latency, 100)
+    # Two hops, the second through an action: flowrun's Python sailor, or the
+    # platform's Node.js sailor.
+    py2_lat, _ = through("bench-hop", "s1", n_latency, 100)
+    node2_lat, _ = through("bench-nodehop", "c1", n_latency, 100, as_step="clock")
+    flowrun("down", "bench-nodehop", "--purge", "--grace", "0")
     e2e_lat, _ = through("bench-e2e", "s2", n_latency, 100)
     _, base_elapsed = baseline_roundtrip(n_throughput, None)
     got, elapsed = through("bench-e2e", "s2", n_throughput, None)
@@ -268,6 +293,10 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
         "baseline_roundtrip_ms": {"p50": base_p50, "p99": base_p99},
         "hop_ms": {"p50": percentile(hop_lat, 50), "p99": percentile(hop_lat, 99),
                    "ratio_p50": percentile(hop_lat, 50) / base_p50},
+        "two_hops_python_ms": {"p50": percentile(py2_lat, 50), "p99": percentile(py2_lat, 99),
+                               "ratio_p50": percentile(py2_lat, 50) / (2 * base_p50)},
+        "two_hops_node_ms": {"p50": percentile(node2_lat, 50), "p99": percentile(node2_lat, 99),
+                             "ratio_p50": percentile(node2_lat, 50) / (2 * base_p50)},
         "end_to_end_5_ms": {"p50": percentile(e2e_lat, 50), "p99": percentile(e2e_lat, 99),
                             "baseline_p50": 5 * base_p50, "baseline_p99": 5 * base_p99,
                             "ratio_p50": percentile(e2e_lat, 50) / (5 * base_p50)},
@@ -382,6 +411,8 @@ def main() -> None:
         for n in sizes:
             print(f"warm-up, {n} real steps...", file=sys.stderr)
             results[f"warmup_{n}"] = warmup(engine, t, n, runs)
+        print("warm-up, 5 real steps with 3 Node.js steps...", file=sys.stderr)
+        results["warmup_node_5"] = warmup(engine, t, 5, runs, node=True)
         print("messages...", file=sys.stderr)
         results.update(messaging(t, args.quick))
         print("redeploy and footprint...", file=sys.stderr)
@@ -409,6 +440,9 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
         w = r[f"warmup_{n}"]
         rows.append((f"warm-up, {n} real steps", span(w["flowrun"]), span(w["baseline"]),
                      f"{w['ratio']:.2f}x", "<= 1.3x"))
+    w = r["warmup_node_5"]
+    rows.append(("warm-up, 5 real steps, 3 of them Node.js", span(w["flowrun"]),
+                 span(w["baseline"]), f"{w['ratio']:.2f}x", "report"))
     if "warmup_per_extra_step_s" in r:
         rows.append(("warm-up per extra real step", f"{r['warmup_per_extra_step_s']:.3f} s",
                      "-", "-", "<= 0.15 s"))
@@ -420,6 +454,12 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
     rows.append(("hop latency p50 / p99", f"{h['p50']:.2f} / {h['p99']:.2f} ms",
                  f"{b['p50']:.2f} / {b['p99']:.2f} ms", f"{h['ratio_p50']:.2f}x",
                  "p50 <= 2 ms, p99 <= 10 ms"))
+    for key, what in (("two_hops_python_ms", "Python"), ("two_hops_node_ms", "Node.js")):
+        x = r[key]
+        rows.append((f"2 hops (mapper, {what} action) p50 / p99",
+                     f"{x['p50']:.2f} / {x['p99']:.2f} ms",
+                     f"{2 * b['p50']:.2f} / {2 * b['p99']:.2f} ms", f"{x['ratio_p50']:.2f}x",
+                     "report"))
     rows.append(("end-to-end, 5 real steps, p50 / p99", f"{e['p50']:.2f} / {e['p99']:.2f} ms",
                  f"{e['baseline_p50']:.2f} / {e['baseline_p99']:.2f} ms",
                  f"{e['ratio_p50']:.2f}x", "p99 <= 50 ms"))
