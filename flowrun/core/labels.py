@@ -20,4 +20,5 @@ ROLE_BROKER = "broker"
 ROLE_SERVICES = "services"
 ROLE_STEP = "step"
 ROLE_RECORD = "record"
+ROLE_HOOK = "hook"  # a one-shot run of a step's shutdown hook
 

@@ -30,8 +30,7 @@ def readable(line: str) -> str:
     text = f"{level:<5} {record.get('msg')}"
     err = record.get("err")
     if isinstance(err, dict):
-        detail = err.get("stack") or err.get("message")
-        if detail and str(detail) not in text:
-            text += f"\n      {str(detail).rstrip()}".replace("\n", "\n      ").replace(
-                "\n      \n", "\n")
+        detail = str(err.get("stack") or err.get("message") or "").rstrip()
+        if detail and detail not in text:
+            text += "".join(f"\n      {line.strip()}" for line in detail.splitlines())
     return text

@@ -54,6 +54,12 @@ def container(flow: str, step: str) -> str:
     return f"{PREFIX}.{flow}.{step}"
 
 
+def hook_container(flow: str, step: str) -> str:
+    """A one-shot run of a step's shutdown hook, at `down` (no step id has a '.'
+    after a visible id, and mapper ids have two: no clash with a step's container)."""
+    return f"{PREFIX}.{flow}.{step}.shutdown"
+
+
 def network(flow: str) -> str:
     """The flow's network: component steps and the broker; leads out of the host."""
     return f"{PREFIX}.{flow}"

@@ -36,6 +36,7 @@ class Observed:
     error: str
     env: Mapping[str, str]
     ports: Mapping[str, int]
+    image: str = ""
 
     @property
     def running(self) -> bool:

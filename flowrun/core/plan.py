@@ -125,6 +125,11 @@ class RealStep:
                 "ELASTICIO_RABBITMQ_PREFETCH_SAILOR": "10",
                 "LOG_LEVEL": "info",
             })
+            if self.kind is StepKind.TRIGGER:
+                # As the platform does for a flow's first step: its start-up hook runs
+                # (its data kept by the platform services), and at `down` its
+                # shutdown hook runs once, with that data.
+                env["ELASTICIO_STARTUP_REQUIRED"] = "1"
         return env
 
     def config_hash(self, flow: str) -> str:

@@ -123,7 +123,7 @@ class Engine:
             finished_at=_parse_time(state.get("FinishedAt")),
             restart_count=int(info.get("RestartCount", 0)), exit_code=int(state["ExitCode"]),
             oom_killed=bool(state.get("OOMKilled")), error=state.get("Error") or "",
-            env=env, ports=ports,
+            env=env, ports=ports, image=str(info["Config"].get("Image") or ""),
         )
 
     def find(self, name: str) -> Observed | None:

@@ -425,6 +425,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(200, {"flow": flow.name, "purged": purge})
             if self.command == "GET":
                 return self._reply(200, {"snapshots": flow.snapshots, "errors": flow.errors,
+                                         "hooks": flow.hooks,
                                          "steps": sorted(flow.spec.get("steps") or {})})
         return self._reply(405)
 

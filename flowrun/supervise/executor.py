@@ -28,6 +28,7 @@ from flowrun.broker.topology import declare_topology
 from flowrun.core import labels, names
 from flowrun.core.component import Component, Runtime
 from flowrun.core.load import revision_of
+from flowrun.core.observed import Observed
 from flowrun.core.plan import STEP_ENV_FILE, STEP_FILE, Plan, RealStep, StepKind, load_mapper
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.adapter import ContainerSpec, Engine
@@ -41,6 +42,7 @@ from flowrun.supervise.events import (
     Event,
     Notice,
     Phase,
+    StepLog,
     StepPhase,
 )
 from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener
@@ -55,27 +57,31 @@ STEP_UID = 1_999_999
 STEP_PIDS_LIMIT = 512
 
 
-def step_secrets(plan: Plan, step: RealStep, broker: Broker) -> dict[str, str]:
+def step_secrets(flow: str, step_id: str, broker: Broker) -> dict[str, str]:
     """What a step must keep to itself: its broker login, its key for the platform
     services, and its flow's message keys."""
-    keys = message_keys(broker, plan.flow)
-    return {"amqp_uri": broker.step_uri(plan.flow, step.id), "api_uri": api_uri(),
-            "api_username": names.api_user(plan.flow, step.id),
-            "api_key": step_api_key(broker, plan.flow, step.id),
+    keys = message_keys(broker, flow)
+    return {"amqp_uri": broker.step_uri(flow, step_id), "api_uri": api_uri(),
+            "api_username": names.api_user(flow, step_id),
+            "api_key": step_api_key(broker, flow, step_id),
             "message_password": keys.password, "message_iv": keys.iv}
 
 
+def node_env_file(secrets: dict[str, str]) -> tuple[bytes, int]:
+    """The secrets as the platform's sailor reads them, for its launcher to source."""
+    env = {f"ELASTICIO_{k.upper()}": v for k, v in secrets.items()
+           if k not in ("message_password", "message_iv")}
+    env["ELASTICIO_MESSAGE_CRYPTO_PASSWORD"] = secrets["message_password"]
+    env["ELASTICIO_MESSAGE_CRYPTO_IV"] = secrets["message_iv"]
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())).encode(), 0o400
+
+
 def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[bytes, int]]:
-    secrets = step_secrets(plan, step, broker)
+    secrets = step_secrets(plan.flow, step.id, broker)
     files = {STEP_FILE: (json.dumps({**secrets, "cfg": step.config},
                                     sort_keys=True).encode(), 0o400)}
     if step.runtime is Runtime.NODE:
-        env = {f"ELASTICIO_{k.upper()}": v for k, v in secrets.items()
-               if k not in ("message_password", "message_iv")}
-        env["ELASTICIO_MESSAGE_CRYPTO_PASSWORD"] = secrets["message_password"]
-        env["ELASTICIO_MESSAGE_CRYPTO_IV"] = secrets["message_iv"]
-        text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-        files[STEP_ENV_FILE] = (text.encode(), 0o400)
+        files[STEP_ENV_FILE] = node_env_file(secrets)
     return files
 
 
@@ -343,6 +349,36 @@ class Executor:
 
     # ------------------------------------------------------------ down
 
+    def _shutdown_hook(self, flow: str, o: Observed, broker: Broker, grace: float) -> None:
+        """The platform's shutdown hook: a one-shot run of the trigger's image with
+        ELASTICIO_HOOK_SHUTDOWN, which calls the component's `shutdown(cfg, data)` with
+        the data its `startup` left, then deletes that data."""
+        step = o.labels.get(labels.STEP, "")
+        name = names.hook_container(flow, step)
+        if self.engine.find(name) is not None:
+            self.engine.remove(name)
+        self.put(Notice(f"running the shutdown hook of {step}"))
+        self.engine.run(ContainerSpec(
+            name=name, image=o.image, env={**o.env, "ELASTICIO_HOOK_SHUTDOWN": "1"},
+            labels={labels.ROLE: labels.ROLE_HOOK, labels.FLOW: flow, labels.STEP: step},
+            network=names.network(flow), memory="256m", user=f"{STEP_UID}:{STEP_UID}",
+            pids_limit=STEP_PIDS_LIMIT, restart=False,
+            files={STEP_ENV_FILE: node_env_file(step_secrets(flow, step, broker))},
+            files_owner=STEP_UID,
+        ))
+        deadline = time.monotonic() + max(grace, 10.0)
+        ran = self.engine.find(name)
+        while ran is not None and ran.status in ("created", "running") and (
+                time.monotonic() < deadline):
+            time.sleep(0.2)
+            ran = self.engine.find(name)
+        for line in self.engine.logs(name, tail=20):
+            self.put(StepLog(step, line))
+        if ran is not None and ran.running:
+            self.engine.stop(name, 0)
+        self.engine.remove(name)
+
+
     def down(self, flow: str, grace: float, purge: bool = False,
              lock: bool = True) -> list[str]:
         """Stop (TERM, grace, KILL) and remove a flow's containers, networks and record.
@@ -371,13 +407,22 @@ class Executor:
         # Every part is tried, so one that Docker refuses (a network it still thinks in
         # use) does not leave the rest behind; what failed is said at the end.
         failed: list[str] = []
+        broker = self.broker or find_broker(self.engine)
+        services = self.services or (find_services(self.engine, broker) if broker else None)
+        if broker is not None and services is not None:
+            # While the flow's network and its data at the services are still there.
+            for o in observed:
+                if (o.labels.get(labels.RUNTIME) == Runtime.NODE.value
+                        and o.labels.get(labels.KIND) == StepKind.TRIGGER.value):
+                    try:
+                        self._shutdown_hook(flow, o, broker, grace)
+                    except EngineError as e:
+                        failed.append(f"shutdown hook of {o.labels.get(labels.STEP)}: {e}")
         for network in (names.network(flow), names.internal_network(flow)):
             try:
                 self.engine.remove_network(network)
             except EngineError as e:
                 failed.append(str(e))
-        broker = self.broker or find_broker(self.engine)
-        services = self.services or (find_services(self.engine, broker) if broker else None)
         if services is not None:
             # Its steps are no longer served or ticked; their snapshots stay unless purged.
             try:

@@ -19,3 +19,14 @@ exports.process = async function process(msg, cfg, snapshot) {
     });
     await this.emit('snapshot', { count: n });
 };
+
+// The platform runs a flow's first step's start-up hook when the flow starts and
+// keeps what it returns; at `flowrun down`, the shutdown hook gets it back (where a
+// real trigger would remove the webhook or subscription it made at start-up).
+exports.startup = async function startup(cfg) {
+    return { subscription: `clock-${cfg.source || 'clock'}-${Date.now()}` };
+};
+
+exports.shutdown = async function shutdown(cfg, data) {
+    console.log(`shutdown hook: ending subscription ${data && data.subscription}`);
+};
