@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from flowrun.broker.messaging import tap
 from flowrun.broker.platform import find_services
 from flowrun.broker.server import find_broker
 from tests.conftest import COMPONENTS, ROOT, RunningFlow, flowrun, unique, wait_for, write_flow
@@ -117,6 +118,19 @@ def test_node_errors_snapshots_and_restarts(flow_factory: Any, engine: Any) -> N
         return (check["errors"] or 0) >= 1 and s["errors_queued"] and s["dead_letters"]
 
     wait_for(failed, 30, "the error in status, on the error queue and dead-lettered")
+
+    # A rebound comes back after its delay and then goes through.
+    broker = find_broker(engine)
+    assert broker is not None
+    came: list[tuple[float, dict[str, Any]]] = []
+    with tap(broker, name, "check") as t:
+        started = time.monotonic()
+        flowrun("send", name, json.dumps({"reboundOnce": "r1"}), "--as", "clock")
+        # What comes out in 8 s (the ticks too), with when it came.
+        t.take(200, 8, lambda m: came.append((time.monotonic(), m)))
+    back = [(at, m) for at, m in came if m["body"].get("reboundOnce") == "r1"]
+    assert len(back) == 1 and back[0][1]["body"]["checked"] is True, came[-3:]
+    assert back[0][0] - started >= 1.0  # it waited out the rebound delay
 
     # The trigger's count lives in its snapshot: a SIGKILL of its process (Docker's
     # restart policy starts it again) does not send it back to 1.
