@@ -31,6 +31,15 @@ from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
 COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
 PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "200"))
 RECONNECT_DELAY = 0.1
+BORN = time.monotonic()
+# In its first seconds a step waits for what is being made beside it (its broker
+# user, the platform services): retrying often then is cheap and makes warm-up end
+# as soon as they exist. Later, a missing broker is an outage: back off further.
+WARMUP_SECONDS = 15.0
+
+
+def _retry_cap() -> float:
+    return 0.2 if time.monotonic() - BORN < WARMUP_SECONDS else 2.0
 EMIT_TYPES = ("data", "error", "snapshot", "updateSnapshot", "rebound", "end", "httpReply",
               "updateKeys")
 REBOUND_LIMIT = int(os.environ.get("ELASTICIO_REBOUND_LIMIT", "10"))
@@ -379,7 +388,7 @@ class Sailor:
                     log(f"waiting for the broker ({type(e).__name__})")
                     said = time.monotonic()
                 self.stopping.wait(delay)
-                delay = min(delay * 1.5, 2.0)
+                delay = min(delay * 1.5, _retry_cap())
 
     def fetch_step(self) -> None:
         """The platform's step-info call, once per process: config (credentials merged

@@ -98,6 +98,7 @@ class Flow:
         self.errors: dict[str, int] = _read_json(self.dir / "errors.json", {})
         self.lock = threading.RLock()
         self.connection: Any = None
+        self._channel: Any = None
         self.next_tick: dict[str, float] = {}
 
     @property
@@ -110,13 +111,18 @@ class Flow:
     # ------------------------------------------------------------ broker side
 
     def channel(self, amqp: dict[str, Any]) -> Any:
+        """One connection and one channel per flow, kept: a step-info call during
+        warm-up costs a round trip, not a login."""
         if self.connection is None or not self.connection.is_open:
             self.connection = pika.BlockingConnection(pika.ConnectionParameters(
                 host=amqp["host"], port=int(amqp["port"]), virtual_host=self.spec["vhost"],
                 credentials=pika.PlainCredentials(amqp["user"], amqp["password"]),
                 heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
                 stack_timeout=15, connection_attempts=1))
-        return self.connection.channel()
+            self._channel = None
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self.connection.channel()
+        return self._channel
 
     def drop_connection(self) -> None:
         try:
@@ -134,31 +140,28 @@ class Flow:
             return
         with self.lock:
             ch = self.channel(amqp)
-            try:
-                last = None
-                changed = False
-                while True:
-                    method, props, body = ch.basic_get(queue, auto_ack=False)
-                    if method is None:
-                        break
-                    last = method.delivery_tag
-                    step = _step_of_key(self.name, method.routing_key)
-                    if step is None:
-                        continue
-                    try:
-                        value = json.loads(body)
-                    except ValueError:
-                        continue
-                    event = (props.headers or {}).get("snapshotEvent")
-                    self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
-                                                               value)
-                    changed = True
-                if changed:
-                    self.save("snapshots")
-                if last is not None:
-                    ch.basic_ack(last, multiple=True)
-            finally:
-                ch.close()
+            last = None
+            changed = False
+            while True:
+                method, props, body = ch.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                last = method.delivery_tag
+                step = _step_of_key(self.name, method.routing_key)
+                if step is None:
+                    continue
+                try:
+                    value = json.loads(body)
+                except ValueError:
+                    continue
+                event = (props.headers or {}).get("snapshotEvent")
+                self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
+                                                           value)
+                changed = True
+            if changed:
+                self.save("snapshots")
+            if last is not None:
+                ch.basic_ack(last, multiple=True)
 
     def count_errors(self, amqp: dict[str, Any]) -> None:
         """Errors per step (from a copy of the error queue): `flowrun status` shows
@@ -168,21 +171,18 @@ class Flow:
             return
         with self.lock:
             ch = self.channel(amqp)
-            try:
-                last = None
-                while True:
-                    method, _props, _body = ch.basic_get(queue, auto_ack=False)
-                    if method is None:
-                        break
-                    last = method.delivery_tag
-                    step = _step_of_key(self.name, method.routing_key, ".error")
-                    if step is not None:
-                        self.errors[step] = self.errors.get(step, 0) + 1
-                if last is not None:
-                    self.save("errors")
-                    ch.basic_ack(last, multiple=True)
-            finally:
-                ch.close()
+            last = None
+            while True:
+                method, _props, _body = ch.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                last = method.delivery_tag
+                step = _step_of_key(self.name, method.routing_key, ".error")
+                if step is not None:
+                    self.errors[step] = self.errors.get(step, 0) + 1
+            if last is not None:
+                self.save("errors")
+                ch.basic_ack(last, multiple=True)
 
     def tick(self, amqp: dict[str, Any], now: float) -> None:
         """One message per interval on each ticked trigger's input queue, as the
@@ -196,22 +196,18 @@ class Flow:
             self.next_tick[step] = now + float(interval)
             with self.lock:
                 ch = self.channel(amqp)
-                try:
-                    waiting = ch.queue_declare(queue, passive=True).method.message_count
-                    if waiting:
-                        continue
-                    message_id = wire.new_id()
-                    ch.basic_publish("", queue, self.keys.encrypt(wire.data_message(
-                        {}, id=message_id)), pika.BasicProperties(
-                        delivery_mode=2, content_type="application/json",
-                        message_id=message_id,
-                        headers={"messageId": message_id, "threadId": message_id,
-                                 "protocolVersion": wire.PROTOCOL_VERSION,
-                                 "taskId": self.name, "execId": self.name,
-                                 "start": wire.now_ms()}))
-                finally:
-                    if ch.is_open:
-                        ch.close()
+                waiting = ch.queue_declare(queue, passive=True).method.message_count
+                if waiting:
+                    continue
+                message_id = wire.new_id()
+                ch.basic_publish("", queue, self.keys.encrypt(wire.data_message(
+                    {}, id=message_id)), pika.BasicProperties(
+                    delivery_mode=2, content_type="application/json",
+                    message_id=message_id,
+                    headers={"messageId": message_id, "threadId": message_id,
+                             "protocolVersion": wire.PROTOCOL_VERSION,
+                             "taskId": self.name, "execId": self.name,
+                             "start": wire.now_ms()}))
 
     # ------------------------------------------------------------ answers
 
@@ -300,6 +296,11 @@ class Services:
                     flow.drain_snapshots(self.amqp)
                     flow.count_errors(self.amqp)
                     flow.tick(self.amqp, now)
+                except pika.exceptions.ChannelClosedByBroker as e:
+                    # A queue not declared yet (the flow is warming up): only the
+                    # channel closes; the connection stays.
+                    if e.reply_code != 404:
+                        log(f"flow {flow.name}: {e.reply_text}")
                 except (pika.exceptions.AMQPError, OSError) as e:
                     flow.drop_connection()
                     log(f"flow {flow.name}: broker unavailable ({type(e).__name__}); retrying")
@@ -356,6 +357,8 @@ class Handler(BaseHTTPRequestHandler):
             flow = s.flow(flow_name)
             try:
                 flow.drain_snapshots(s.amqp)  # what it emitted just before a crash counts
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # no snapshot queue yet: the flow is warming up, nothing to drain
             except Exception as e:  # the broker away: the snapshot on disk still answers
                 flow.drop_connection()
                 log(f"flow {flow_name}: snapshots not drained before step-info ({e!r})")

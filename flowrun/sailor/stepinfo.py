@@ -48,7 +48,7 @@ def fetch_step_info(secret: dict[str, Any], flow: str, step: str, stopping: thre
         step_info_url(secret["api_uri"], flow, step),
         headers={"Authorization": auth_header(secret["api_username"], secret["api_key"]),
                  "Accept": "application/json"})
-    delay, said = 0.1, 0.0
+    delay, said, started = 0.05, 0.0, time.monotonic()
     while not stopping.is_set():
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -69,5 +69,5 @@ def fetch_step_info(secret: dict[str, Any], flow: str, step: str, stopping: thre
             log(f"waiting for the platform services ({problem})")
             said = time.monotonic()
         stopping.wait(delay)
-        delay = min(delay * 1.5, 2.0)
+        delay = min(delay * 1.5, 2.0 if time.monotonic() - started > 15 else 0.2)
     return StepInfo()

@@ -214,27 +214,39 @@ class Executor:
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
             list(pool.map(lambda s: self._keep(plan, s), kept))
         flow = plan.flow
-        for network, internal in ((names.network(flow), False),
-                                  (names.internal_network(flow), True)):
-            self.engine.ensure_network(network, {labels.FLOW: flow}, internal=internal)
-            self.engine.connect(BROKER_NAME, network, [names.BROKER_ALIAS])
-            self.engine.connect(names.SERVICES_CONTAINER, network, [names.SERVICES_ALIAS])
-        self.engine.put_record(names.record_volume(flow), record_labels(plan))
-        # Before any step starts: its first call is for its step info.
+        networks = ((names.network(flow), False), (names.internal_network(flow), True))
         assert self.services is not None
-        try:
-            self.services.put_flow(plan)
-        except OSError as e:
-            raise FlowFailed(f"the platform services refused flow {flow}: "
-                             f"{services_error(e)}; see `docker logs "
-                             f"{names.SERVICES_CONTAINER}`") from None
-        # Containers start while the flow's topology is declared, yet no step can
-        # publish before every queue and binding exists: the steps' broker users are
-        # made only after the topology (a sailor retries its login until then).
+        services = self.services
+
+        def put_flow() -> None:
+            # Before any step starts: its first call is for its step info.
+            try:
+                services.put_flow(plan)
+            except OSError as e:
+                raise FlowFailed(f"the platform services refused flow {flow}: "
+                                 f"{services_error(e)}; see `docker logs "
+                                 f"{names.SERVICES_CONTAINER}`") from None
+
+        # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="networks") as pool:
+            prepared = [pool.submit(self.engine.ensure_network, network, {labels.FLOW: flow},
+                                    internal=internal) for network, internal in networks]
+            prepared += [pool.submit(self.engine.put_record, names.record_volume(flow),
+                                     record_labels(plan)), pool.submit(put_flow)]
+            for future in prepared:
+                future.result()
+        # Containers start while the broker and the services join the flow's networks
+        # and the flow's topology is declared, yet no step can publish before every
+        # queue and binding exists: the steps' broker users are made only after the
+        # topology (a sailor retries its login, and its step-info call, until then).
         index = {s.id: i for i, s in enumerate(plan.steps)}
+        joins = [(container, network, alias) for network, _internal in networks
+                 for container, alias in ((BROKER_NAME, names.BROKER_ALIAS),
+                                          (names.SERVICES_CONTAINER, names.SERVICES_ALIAS))]
         with ThreadPoolExecutor(max_workers=START_WORKERS + 1,
                                 thread_name_prefix="start") as pool:
-            futures = [pool.submit(self._prepare_flow, plan)]
+            futures = [pool.submit(self.engine.connect, c, n, [a]) for c, n, a in joins]
+            futures += [pool.submit(self._prepare_flow, plan)]
             futures += [pool.submit(self._replace, plan, s, index[s.id], grace)
                         for s in to_start]
             futures += [pool.submit(self._remove, plan.flow, step_id, grace)
