@@ -323,6 +323,25 @@ def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> 
         raise FlowFailed(f"{got} of {count} message(s) came out of {step} within {timeout:g} s")
 
 
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("-n", "--count", type=click.IntRange(min=1), default=5, show_default=True,
+              help="The latest N threads.")
+@click.option("--thread", help="One thread, by its id (or the start of it).")
+@click.option("-f", "--follow", is_flag=True, help="Show new threads as they complete.")
+@click.option("--body", "full", is_flag=True, help="Whole bodies (and error stacks), not cut.")
+@click.option("--json", "as_json", is_flag=True)
+def trace(flow: str | None, count: int, thread: str | None, follow: bool, full: bool,
+          as_json: bool) -> None:
+    """What happened to the latest messages, step by step: flowrun trace [FLOW]."""
+    from flowrun.commands.trace import show_trace
+
+    engine = _engine()
+    name = _resolve_flow(engine, flow)
+    show_trace(engine, name, count=count, thread=thread, follow=follow, full=full,
+               as_json=as_json)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

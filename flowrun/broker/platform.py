@@ -77,6 +77,11 @@ class Services:
         self.call("DELETE", f"/admin/flows/{urllib.parse.quote(flow, safe='')}"
                             f"?purge={1 if purge else 0}")
 
+    def trace(self, flow: str, limit: int, thread: str | None = None) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"limit": limit, **({"thread": thread} if thread else {})})
+        return dict(self.call("GET", f"/admin/flows/{urllib.parse.quote(flow, safe='')}"
+                                     f"/trace?{query}") or {})
+
     def flow_state(self, flow: str) -> dict[str, Any]:
         return dict(self.call("GET", f"/admin/flows/{urllib.parse.quote(flow, safe='')}") or {})
 
@@ -97,6 +102,7 @@ def flow_spec(plan: Plan) -> dict[str, Any]:
         steps[s.id] = entry
     return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
             "error_tally_queue": names.error_tally_queue(plan.flow),
+            "trace_queue": names.trace_queue(plan.flow) if plan.trace else None,
             "variables": dict(plan.variables), "steps": steps}
 
 

@@ -51,6 +51,7 @@ BROKER_MEMORY_WATERMARK = "600MB"
 # What the broker accepts in one message; `flowrun send` checks against it first.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OUTPUT_KEEP = 1000  # the last step's latest outputs kept in `<flow>:output`
+TRACE_KEEP = 20_000  # copies waiting for the platform services to record them
 LIVE_TTL_MS = 60_000
 API_WORKERS = 8
 

@@ -3,7 +3,14 @@ can publish, and kept exactly as the plan says (stale bindings are taken away)."
 
 from __future__ import annotations
 
-from flowrun.broker.server import DELIVERY_LIMIT, LIVE_TTL_MS, OUTPUT_KEEP, REBOUND_DELAY_MS, Broker
+from flowrun.broker.server import (
+    DELIVERY_LIMIT,
+    LIVE_TTL_MS,
+    OUTPUT_KEEP,
+    REBOUND_DELAY_MS,
+    TRACE_KEEP,
+    Broker,
+)
 from flowrun.core import names
 from flowrun.core.plan import Plan
 
@@ -41,6 +48,12 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
             "x-message-ttl": LIVE_TTL_MS})
         bind(names.live_queue(flow), names.any_step_key(flow, "live"))
+        if plan.trace:
+            # Not durable: its copies of persistent messages are never written to disk.
+            ch.queue_declare(names.trace_queue(flow), durable=False, arguments={
+                "x-max-length": TRACE_KEEP, "x-overflow": "drop-head"})
+            for kind in ("message", "error", "rebound"):
+                bind(names.trace_queue(flow), names.any_step_key(flow, kind))
         # The last step's outputs have no next step: they are kept, bounded, here.
         ch.queue_declare(names.output_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})

@@ -50,6 +50,8 @@ class FlowSpec(BaseModel):
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
     # Flow variables: every step's step-info call returns them (`$getFlowVariables()`).
     variables: dict[str, Any] = Field(default_factory=dict)
+    # Record every message for `flowrun trace` (a copy per message, kept bounded).
+    trace: bool = True
     steps: list[StepSpec] = Field(min_length=1)
 
 

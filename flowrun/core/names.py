@@ -118,6 +118,13 @@ def error_tally_queue(flow: str) -> str:
     return f"{flow}:error-tally"
 
 
+def trace_queue(flow: str) -> str:
+    """A copy of every message, error and rebound of the flow, for `flowrun trace`:
+    bounded, not durable (a copy need not cost a disk write), drained by the
+    platform services."""
+    return f"{flow}:trace"
+
+
 def dead_letter_queue(flow: str) -> str:
     return f"{flow}:dead"
 
@@ -180,7 +187,7 @@ def step_read_pattern(flow: str, step: str) -> str:
 def is_declared_queue(flow: str, queue: str) -> bool:
     """A queue flowrun declares for the flow (a person's or a test's tap is not)."""
     if queue in (error_queue(flow), output_queue(flow), live_queue(flow),
-                 snapshot_queue(flow), error_tally_queue(flow)):
+                 snapshot_queue(flow), error_tally_queue(flow), trace_queue(flow)):
         return True
     head, _, kind = queue.rpartition(":")
     return head.startswith(f"{flow}:") and kind in ("messages", "snapshot", "rebound")

@@ -151,6 +151,7 @@ class Plan:
     dead_letter_queue: str
     components: tuple[Component, ...] = field(default=())
     variables: Mapping[str, Any] = field(default_factory=dict)
+    trace: bool = True
 
     @property
     def snapshot_queue(self) -> str:
@@ -337,7 +338,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
     return Plan(
         flow=name, source=flow.path, steps=tuple(real),
         error_queue=names.error_queue(name), dead_letter_queue=names.dead_letter_queue(name),
-        components=unique, variables=dict(flow.spec.variables),
+        components=unique, variables=dict(flow.spec.variables), trace=flow.spec.trace,
     )
 
 

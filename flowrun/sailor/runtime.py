@@ -199,6 +199,7 @@ class Sailor:
         # state, snapshot) never runs ahead of what the broker holds.
         self.carry: list[Outgoing] = []
         self.call_started: float | None = None
+        self.call_start_ms: int | None = None
         self.beat = time.time()  # moved by the main loop only: its proof of progress
         self.leak: str | None = None
         self.live = False
@@ -245,7 +246,10 @@ class Sailor:
             pass
 
     def _function_headers(self) -> dict[str, Any]:
-        return {"function": self.function, "compId": self.step_id}
+        # `start`: when the step began on its input, as the platform's sailor says it;
+        # with the input's `end` it tells time in the queue from time in the step.
+        return {"function": self.function, "compId": self.step_id,
+                "start": self.call_start_ms or wire.now_ms()}
 
     def _publish_error(self, error: Any, parent: Input) -> None:
         if isinstance(error, BaseException):
@@ -329,6 +333,7 @@ class Sailor:
         """Call process() once and publish (confirmed) everything it produced."""
         self._collecting = []
         self.call_started = time.time()
+        self.call_start_ms = int(self.call_started * 1000)
         try:
             results = self.runner.run(self.module.process, given.msg, self.cfg, self.snapshot,
                                       self.ctx)

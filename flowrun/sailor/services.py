@@ -13,6 +13,9 @@ module, for as long as flows run (also after `flowrun up -d` has returned):
   into a per-step snapshot, `snapshot` replacing and `updateSnapshot` merging,
   kept on a volume: a trigger continues from its last state after a crash, a
   redeploy or `down` without `--purge`.
+- Trace: a copy of every message, error and rebound of a flow (a bounded queue)
+  is recorded in a bounded ring per flow: lineage headers, times, the body
+  (cut), for `flowrun trace`.
 - Ticks: a Node.js trigger's `process` runs once per message on its input
   queue, as on the platform, whose scheduler publishes one per interval; so
   does this one (skipping a tick while the last is still unread).
@@ -37,6 +40,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,10 +54,13 @@ PORT = 9090
 DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", "/var/lib/flowrun-services"))
 CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", "/etc/flowrun/services.json"))
 DRAIN_EVERY = 1.0
+TRACE_RECORDS = 5000  # per flow, the latest
+TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is kept cut
 _STEP_PATH = re.compile(r"^/v1/tasks/([^/]+)/steps/([^/]+)$")
 _HOOK_PATH = re.compile(r"^/sailor-support/hooks/task/([^/]+)/startup/data$")
 _ACCOUNT_PATH = re.compile(r"^/v1/accounts/([^/]+)$")
 _ADMIN_FLOW_PATH = re.compile(r"^/admin/flows/([^/]+)$")
+_ADMIN_TRACE_PATH = re.compile(r"^/admin/flows/([^/]+)/trace$")
 
 
 def log(text: str) -> None:
@@ -99,6 +106,9 @@ class Flow:
         self.lock = threading.RLock()
         self.connection: Any = None
         self._channel: Any = None
+        self._tracing: Any = None  # the channel the trace consumer is on
+        self.trace: deque[dict[str, Any]] = deque(maxlen=TRACE_RECORDS)
+        self.trace_seq = 0
         self.next_tick: dict[str, float] = {}
 
     @property
@@ -130,7 +140,7 @@ class Flow:
                 self.connection.close()
         except Exception:  # already broken
             pass
-        self.connection = None
+        self.connection = self._channel = self._tracing = None
 
     def drain_snapshots(self, amqp: dict[str, Any]) -> None:
         """Every snapshot message waiting, folded into the per-step snapshots, saved,
@@ -162,6 +172,58 @@ class Flow:
                 self.save("snapshots")
             if last is not None:
                 ch.basic_ack(last, multiple=True)
+
+    def record_trace(self, amqp: dict[str, Any]) -> None:
+        """Take in what the flow's trace queue holds (a consumer on the flow's kept
+        channel, serviced here, so a burst of messages is not a burst of round trips)."""
+        queue = self.spec.get("trace_queue")
+        if not queue:
+            return
+        with self.lock:
+            ch = self.channel(amqp)
+            if self._tracing is not ch:
+                ch.basic_consume(queue, self._on_trace, auto_ack=True)
+                self._tracing = ch
+            self.connection.process_data_events(time_limit=0)
+
+    def _on_trace(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        rest = method.routing_key[len(self.name) + 1:]
+        step, _, kind = rest.rpartition(".")
+        headers = props.headers or {}
+        self.trace_seq += 1
+        record: dict[str, Any] = {
+            "seq": self.trace_seq, "at": wire.now_ms(), "step": step, "kind": kind,
+            "size": len(body), **{k: headers.get(k) for k in (
+                "messageId", "parentMessageId", "threadId", "start", "end",
+                "reboundIteration")}}
+        try:
+            if kind == "error":
+                error = wire.decode_error(self.keys, body)
+                record["error"] = {k: error.get(k) for k in ("name", "message", "stack")}
+                value: Any = (error.get("input") or {}).get("body") if isinstance(
+                    error.get("input"), dict) else error.get("input")
+            else:
+                value = wire.decode_data(self.keys, body, headers).get("body")
+        except wire.WireError as e:
+            value, record["unreadable"] = None, str(e)
+        text = json.dumps(value, default=str)
+        if len(text) > TRACE_BODY_CHARS:
+            record["body"], record["truncated"] = text[:TRACE_BODY_CHARS], True
+        else:
+            record["body"] = value
+        self.trace.append(record)
+
+    def threads(self, limit: int, thread: str | None) -> list[dict[str, Any]]:
+        """The latest `limit` threads (or those whose id starts with `thread`), each
+        with its records in the order they were published."""
+        by_thread: dict[str, list[dict[str, Any]]] = {}
+        for record in self.trace:
+            tid = str(record.get("threadId") or record.get("messageId") or "?")
+            if thread and not tid.startswith(thread):
+                continue
+            by_thread.setdefault(tid, []).append(record)
+        latest = sorted(by_thread.items(), key=lambda kv: kv[1][-1]["seq"])[-limit:]
+        return [{"threadId": tid, "records": records} for tid, records in latest]
 
     def count_errors(self, amqp: dict[str, Any]) -> None:
         """Errors per step (from a copy of the error queue): `flowrun status` shows
@@ -295,6 +357,7 @@ class Services:
                 try:
                     flow.drain_snapshots(self.amqp)
                     flow.count_errors(self.amqp)
+                    flow.record_trace(self.amqp)
                     flow.tick(self.amqp, now)
                 except pika.exceptions.ChannelClosedByBroker as e:
                     # A queue not declared yet (the flow is warming up): only the
@@ -307,7 +370,9 @@ class Services:
                 except Exception:
                     flow.drop_connection()
                     traceback.print_exc(file=sys.stdout)
-            time.sleep(min(DRAIN_EVERY, _next_tick_in(self.flows.values(), time.monotonic())))
+            tracing = any(f.active and f.spec.get("trace_queue") for f in self.flows.values())
+            time.sleep(min(0.2 if tracing else DRAIN_EVERY,
+                           _next_tick_in(self.flows.values(), time.monotonic())))
 
 
 def _next_tick_in(flows: Any, now: float) -> float:
@@ -341,6 +406,20 @@ class Handler(BaseHTTPRequestHandler):
         s = self.services
         if path == "/healthz":
             return self._reply(200, {"ok": True})
+        if m := _ADMIN_TRACE_PATH.match(path):
+            if not s.is_admin(self.headers.get("Authorization")):
+                return self._reply(401, {"message": "admin token required"})
+            flow = s.flow(m.group(1))
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            try:
+                flow.record_trace(s.amqp)  # what is waiting now counts
+            except Exception:  # the broker away: what is recorded still answers
+                flow.drop_connection()
+            with flow.lock:
+                threads = flow.threads(int(query.get("limit", ["10"])[0]),
+                                       query.get("thread", [None])[0])
+            return self._reply(200, {"flow": flow.name, "recording": bool(
+                flow.spec.get("trace_queue")), "threads": threads})
         if m := _ADMIN_FLOW_PATH.match(path):
             if not s.is_admin(self.headers.get("Authorization")):
                 return self._reply(401, {"message": "admin token required"})
@@ -423,6 +502,7 @@ class Handler(BaseHTTPRequestHandler):
                     for what in ("flow", "snapshots", "hooks", "accounts", "errors"):
                         (flow.dir / f"{what}.json").unlink(missing_ok=True)
                     flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
+                    flow.trace.clear()
                 else:
                     (flow.dir / "flow.json").unlink(missing_ok=True)
                 return self._reply(200, {"flow": flow.name, "purged": purge})
