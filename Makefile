@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLOW ?= sample_flows/orders.yaml
 
-.PHONY: install npm engine images up down test unit lint bench bench-quick clean
+.PHONY: install npm chromium engine images up down test unit lint bench bench-quick clean
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(BIN)/flowrun
 # Node.js components' dependencies are installed on the host with npm.
 npm:
 	@command -v npm >/dev/null 2>&1 || scripts/ensure-npm
+
+# The live page's test drives Debian's chromium.
+chromium:
+	@scripts/ensure-chromium
 
 engine:
 	scripts/ensure-engine
@@ -31,7 +35,7 @@ up: install npm images
 down: install
 	$(BIN)/flowrun down --all
 
-test: install npm images
+test: install npm chromium images
 	$(BIN)/python -m pytest -q -ra
 
 unit: install

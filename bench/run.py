@@ -60,7 +60,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def chain_flow(directory: Path, name: str, real_steps: int, crm: Path | None = None) -> Path:
+def chain_flow(directory: Path, name: str, real_steps: int, crm: Path | None = None,
+               trace: bool = True) -> Path:
     """A flow of `real_steps` real steps: a trigger, then actions (mappers between)."""
     visible = (real_steps + 1) // 2
     lines = [f"  - {{id: s0, component: {COMPONENTS}/shop, function: newOrders, "
@@ -70,7 +71,8 @@ def chain_flow(directory: Path, name: str, real_steps: int, crm: Path | None = N
         function = "upsertContact" if crm else "post"
         lines.append(f"  - {{id: s{i}, component: {component}, function: {function}}}")
     path = directory / f"{name}.yaml"
-    path.write_text(f"version: 1\nname: {name}\nsteps:\n" + "\n".join(lines) + "\n")
+    path.write_text(f"version: 1\nname: {name}\n" + ("" if trace else "trace: false\n")
+                    + "steps:\n" + "\n".join(lines) + "\n")
     return path
 
 
@@ -271,9 +273,11 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
         shutil.copytree(COMPONENTS / "crm", crm)
     hop_flow = chain_flow(tmp, "bench-hop", 3, crm)   # s0 -> mapper -> s1
     e2e_flow = chain_flow(tmp, "bench-e2e", 5, crm)   # s0 -> m -> s1 -> m -> s2
+    quiet_flow = chain_flow(tmp, "bench-notrace", 5, crm, trace=False)  # the same, unrecorded
     node_flow = node_chain_flow(tmp, "bench-nodehop")  # clock -> m -> c1 (Node.js) -> ...
     flowrun("up", "-d", str(hop_flow))
     flowrun("up", "-d", str(e2e_flow))
+    flowrun("up", "-d", str(quiet_flow))
     flowrun("up", "-d", str(node_flow))
     base_lat, _ = baseline_roundtrip(n_latency, 100)
     # A hop: into the mapper's queue, through the mapper, out on its routing key.
@@ -284,8 +288,11 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
     node2_lat, _ = through("bench-nodehop", "c1", n_latency, 100, as_step="clock")
     flowrun("down", "bench-nodehop", "--purge", "--grace", "0")
     e2e_lat, _ = through("bench-e2e", "s2", n_latency, 100)
+    quiet_lat, _ = through("bench-notrace", "s2", n_latency, 100)
     _, base_elapsed = baseline_roundtrip(n_throughput, None)
     got, elapsed = through("bench-e2e", "s2", n_throughput, None)
+    quiet_got, quiet_elapsed = through("bench-notrace", "s2", n_throughput, None)
+    flowrun("down", "bench-notrace", "--purge", "--grace", "0")
     flowrun("down", "bench-hop", "--purge", "--grace", "0")
     flowrun("down", "bench-e2e", "--purge", "--grace", "0")
     base_p50, base_p99 = percentile(base_lat, 50), percentile(base_lat, 99)
@@ -300,6 +307,13 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
         "end_to_end_5_ms": {"p50": percentile(e2e_lat, 50), "p99": percentile(e2e_lat, 99),
                             "baseline_p50": 5 * base_p50, "baseline_p99": 5 * base_p99,
                             "ratio_p50": percentile(e2e_lat, 50) / (5 * base_p50)},
+        "recording": {
+            "e2e_p50_ms": percentile(e2e_lat, 50), "e2e_p50_ms_unrecorded":
+                percentile(quiet_lat, 50),
+            "throughput": len(got) / elapsed,
+            "throughput_unrecorded": len(quiet_got) / quiet_elapsed,
+            "latency_ratio": percentile(e2e_lat, 50) / percentile(quiet_lat, 50),
+            "throughput_ratio": (len(got) / elapsed) / (len(quiet_got) / quiet_elapsed)},
         "throughput_5": {"flowrun_msg_s": len(got) / elapsed,
                          "baseline_msg_s": n_throughput / base_elapsed,
                          "delivered": len(got), "sent": n_throughput,
@@ -466,6 +480,13 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
     t = r["throughput_5"]
     rows.append(("throughput, 5 real steps", f"{t['flowrun_msg_s']:.0f} msg/s",
                  f"{t['baseline_msg_s']:.0f} msg/s", f"{t['ratio']:.2f}x", ">= 1,000 msg/s"))
+    rec = r["recording"]
+    rows.append(("trace recording: end-to-end p50, on / off",
+                 f"{rec['e2e_p50_ms']:.2f} ms", f"{rec['e2e_p50_ms_unrecorded']:.2f} ms (off)",
+                 f"{rec['latency_ratio']:.2f}x", "report"))
+    rows.append(("trace recording: throughput, on / off", f"{rec['throughput']:.0f} msg/s",
+                 f"{rec['throughput_unrecorded']:.0f} msg/s (off)",
+                 f"{rec['throughput_ratio']:.2f}x", "report"))
     d = r["redeploy"]
     rows.append(("redeploy on save", span(d["flowrun"]), span(d["baseline"]) + " (build)",
                  f"{d['ratio']:.2f}x", "<= 3 s"))

@@ -17,6 +17,7 @@ from flowrun import __version__
 from flowrun.errors import BadInput, FlowFailed, FlowrunError
 
 PROGRESS = click.Choice(["auto", "plain", "json"])
+UI_PORT = 8411
 
 
 def _engine() -> Any:
@@ -115,11 +116,15 @@ def plan(flow: str, as_json: bool) -> None:
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds a replaced step gets to finish its message before KILL.")
 @click.option("--progress", type=PROGRESS, default="auto", show_default=True)
+@click.option("--ui", "with_ui", is_flag=True,
+              help=f"Also serve the live page (flowrun ui) on 127.0.0.1:{UI_PORT}.")
 def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recreate: bool,
-       grace: float, progress: str) -> None:
+       grace: float, progress: str, with_ui: bool) -> None:
     """Build what changed, start what is missing, wait until every step is live."""
     if detach and watch:
         raise click.UsageError("--watch needs an attached `up`; drop -d")
+    if detach and with_ui:
+        raise click.UsageError("--ui needs an attached `up`; drop -d, or run `flowrun ui`")
     from flowrun.core.load import load_plan
     from flowrun.render.renderers import choose
     from flowrun.supervise.supervisor import Supervisor, UpOptions
@@ -128,6 +133,8 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
     engine = _engine()
     renderer = choose(progress, sys.stdout.isatty(), bool(os.environ.get("CI")))
     supervisor = Supervisor(engine, renderer)
+    if with_ui:
+        _serve_ui_in_background(engine, UI_PORT)
     options = UpOptions(detach=detach, timeout=timeout, recreate=recreate, dry_run=dry_run,
                         watch=watch, grace=grace)
     code, summary = supervisor.up(p, options, replan=lambda: load_plan(flow, os.environ))
@@ -321,6 +328,27 @@ def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> 
                      lambda m: click.echo(json.dumps(m.get("body") if body_only else m)))
     if got < count:
         raise FlowFailed(f"{got} of {count} message(s) came out of {step} within {timeout:g} s")
+
+
+def _serve_ui_in_background(engine: Any, port: int) -> None:
+    import threading
+
+    from flowrun.ui.server import serve
+
+    threading.Thread(target=serve, args=(engine, port), daemon=True, name="ui").start()
+    click.echo(f"the live page: http://127.0.0.1:{port}/", err=True)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=UI_PORT, show_default=True,
+              help="On 127.0.0.1 (0: any free port).")
+def ui(port: int) -> None:
+    """A live page of every running flow (graph, counters, messages, logs)."""
+    from flowrun.ui.server import serve
+
+    engine = _engine()
+    serve(engine, port, on_ready=lambda bound: click.echo(
+        f"flowrun ui: http://127.0.0.1:{bound}/  (Ctrl-C stops it)", err=True))
 
 
 @cli.command()

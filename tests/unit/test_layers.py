@@ -1,6 +1,6 @@
 """The package layout is the architecture: imports run one way only.
 
-    cli ─▶ commands ─▶ render ─▶ supervise ─▶ broker ─▶ engine ─▶ core
+    cli ─▶ ui ─▶ commands ─▶ render ─▶ supervise ─▶ broker ─▶ engine ─▶ core
                                                        └─────────▶ settings, errors, sailor
 
 `sailor` runs inside step containers: it imports nothing of flowrun's outside itself.
@@ -19,10 +19,11 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "flowrun"
 RANK = {"errors": 0, "settings": 0, "sailor": 0, "core": 1, "engine": 2, "broker": 3,
-        "supervise": 4, "render": 5, "commands": 6, "cli": 7, "__main__": 7, "__init__": 7}
+        "supervise": 4, "render": 5, "commands": 6, "ui": 7, "cli": 8, "__main__": 8,
+        "__init__": 8}
 # Third-party libraries that belong to one layer and may not leak below it.
 OWNERS = {"docker": "engine", "requests": "engine", "pika": "broker", "rich": "render",
-          "watchfiles": "supervise"}
+          "watchfiles": "supervise", "starlette": "ui", "uvicorn": "ui", "sse_starlette": "ui"}
 
 
 def layer(module: str) -> str:
@@ -89,3 +90,13 @@ def test_validate_and_plan_load_neither_docker_nor_pika(args: list[str]) -> None
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stderr, result.stderr
+
+
+def test_the_cli_loads_none_of_the_pages_libraries() -> None:
+    """`flowrun up`'s start is part of warm-up: the page's server stays out of it."""
+    probe = ("import sys\nimport flowrun.cli\n"
+             "print(sorted(m for m in ('starlette', 'uvicorn', 'sse_starlette') "
+             "if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -1,0 +1,1 @@
+"""`flowrun ui`: a live page of every running flow, served on loopback."""
