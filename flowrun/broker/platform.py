@@ -103,6 +103,7 @@ def flow_spec(plan: Plan) -> dict[str, Any]:
     return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
             "error_tally_queue": names.error_tally_queue(plan.flow),
             "trace_queue": names.trace_queue(plan.flow) if plan.trace else None,
+            "dead_letter_queue": plan.dead_letter_queue,
             "variables": dict(plan.variables), "steps": steps}
 
 

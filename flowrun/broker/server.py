@@ -148,9 +148,13 @@ class Broker:
                 return False
             raise
 
-    def ensure_vhost(self, flow: str) -> None:
+    def ensure_vhost(self, flow: str, tracing: bool = False) -> None:
+        """`tracing`: RabbitMQ's firehose for the vhost, which copies every publish to
+        amq.rabbitmq.trace without being a route of it: a publish that reaches no queue
+        of the flow still comes back to its sender (a queue bound to the flow's own
+        exchange would have taken it, and hidden the loss)."""
         vhost = _q(names.vhost(flow))
-        self.api("PUT", f"vhosts/{vhost}", {})
+        self.api("PUT", f"vhosts/{vhost}", {"tracing": tracing})
         self.api("PUT", f"permissions/{vhost}/{ADMIN_USER}",
                  {"configure": ".*", "write": ".*", "read": ".*"})
 

@@ -50,10 +50,14 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         bind(names.live_queue(flow), names.any_step_key(flow, "live"))
         if plan.trace:
             # Not durable: its copies of persistent messages are never written to disk.
+            # Fed by the vhost's firehose (see Broker.ensure_vhost), never by a binding
+            # on the flow's exchange: that would count as a route for every publish.
             ch.queue_declare(names.trace_queue(flow), durable=False, arguments={
                 "x-max-length": TRACE_KEEP, "x-overflow": "drop-head"})
-            for kind in ("message", "error", "rebound"):
-                bind(names.trace_queue(flow), names.any_step_key(flow, kind))
+            ch.queue_bind(names.trace_queue(flow), names.FIREHOSE_EXCHANGE,
+                          routing_key=names.firehose_key(flow))
+        else:
+            ch.queue_delete(names.trace_queue(flow))
         # The last step's outputs have no next step: they are kept, bounded, here.
         ch.queue_declare(names.output_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})

@@ -119,10 +119,18 @@ def error_tally_queue(flow: str) -> str:
 
 
 def trace_queue(flow: str) -> str:
-    """A copy of every message, error and rebound of the flow, for `flowrun trace`:
-    bounded, not durable (a copy need not cost a disk write), drained by the
-    platform services."""
+    """A copy of every publish to the flow's exchange (RabbitMQ's firehose), for
+    `flowrun trace`: bounded, not durable (a copy need not cost a disk write),
+    drained by the platform services."""
     return f"{flow}:trace"
+
+
+FIREHOSE_EXCHANGE = "amq.rabbitmq.trace"
+
+
+def firehose_key(flow: str) -> str:
+    """The firehose's routing key for publishes to the flow's exchange."""
+    return f"publish.{exchange(flow)}"
 
 
 def dead_letter_queue(flow: str) -> str:

@@ -27,7 +27,7 @@ class Node:
 
     @property
     def in_step_ms(self) -> float | None:
-        if self.kind == "rebound":  # it carries the times of the message it sends back
+        if self.kind in ("rebound", "dead"):  # they carry the times of another message
             return None
         start, end = self.record.get("start"), self.record.get("end")
         if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
@@ -55,8 +55,9 @@ def build(records: Sequence[dict[str, Any]]) -> list[Node]:
         # The platform's sailor gives every message one input produced the same id:
         # its children are shared out in order (the next step took them in order,
         # one output each for a mapper), to the one with the fewest so far.
-        # A rebound is of the message it sends back (same id), not of that one's parent.
-        key = "messageId" if node.kind == "rebound" else "parentMessageId"
+        # A rebound or a dead letter is of the message it is (same id), not of that
+        # one's parent.
+        key = "messageId" if node.kind in ("rebound", "dead") else "parentMessageId"
         candidates = by_id.get(str(node.record.get(key) or ""), [])
         parent = min(candidates, key=lambda c: len(c.children)) if candidates else None
         if parent is None or parent is node:
@@ -64,7 +65,7 @@ def build(records: Sequence[dict[str, Any]]) -> list[Node]:
             continue
         parent.children.append(node)
         start, end = node.record.get("start"), parent.record.get("end")
-        if node.kind != "rebound" and isinstance(start, int | float) and isinstance(
+        if node.kind not in ("rebound", "dead") and isinstance(start, int | float) and isinstance(
                 end, int | float):
             node.queued_ms = float(max(0, start - end))
     return roots

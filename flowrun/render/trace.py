@@ -34,6 +34,8 @@ def _line(node: Node, full: bool) -> str:
     head = f"{node.step}  {node.kind}"
     if node.kind == "rebound":
         head += f" #{r.get('reboundIteration') or 1}"
+    if node.kind == "dead":
+        head += f" ({r.get('reason') or 'dead-lettered'}, in <flow>:dead)"
     if node.children and len(node.children) > 1:
         head += f"  -> {len(node.children)} messages from it"
     detail = ", ".join(timing)

@@ -13,9 +13,10 @@ module, for as long as flows run (also after `flowrun up -d` has returned):
   into a per-step snapshot, `snapshot` replacing and `updateSnapshot` merging,
   kept on a volume: a trigger continues from its last state after a crash, a
   redeploy or `down` without `--purge`.
-- Trace: a copy of every message, error and rebound of a flow (a bounded queue)
-  is recorded in a bounded ring per flow: lineage headers, times, the body
-  (cut), for `flowrun trace`.
+- Trace: a copy of every message, error and rebound of a flow (RabbitMQ's
+  firehose into a bounded queue) is recorded in a bounded ring per flow:
+  lineage headers, times, the body (cut), for `flowrun trace`. Dead letters
+  are read without being taken when a trace is asked for.
 - Ticks: a Node.js trigger's `process` runs once per message on its input
   queue, as on the platform, whose scheduler publishes one per interval; so
   does this one (skipping a tick while the last is still unread).
@@ -187,9 +188,15 @@ class Flow:
             self.connection.process_data_events(time_limit=0)
 
     def _on_trace(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
-        rest = method.routing_key[len(self.name) + 1:]
+        # A firehose copy: the publish's routing key and properties are in its headers.
+        firehose = props.headers or {}
+        keys = firehose.get("routing_keys") or [b""]
+        key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
+        rest = key[len(self.name) + 1:]
         step, _, kind = rest.rpartition(".")
-        headers = props.headers or {}
+        if kind not in ("message", "error", "rebound"):
+            return  # live announcements and snapshots are not messages of a thread
+        headers = (firehose.get("properties") or {}).get("headers") or {}
         self.trace_seq += 1
         record: dict[str, Any] = {
             "seq": self.trace_seq, "at": wire.now_ms(), "step": step, "kind": kind,
@@ -213,11 +220,50 @@ class Flow:
             record["body"] = value
         self.trace.append(record)
 
-    def threads(self, limit: int, thread: str | None) -> list[dict[str, Any]]:
+    def dead_letters(self, amqp: dict[str, Any], limit: int = 500) -> list[dict[str, Any]]:
+        """The flow's dead letters as trace records, read without taking them: each
+        is got, then all are handed back to the dead-letter queue (nack, requeue)."""
+        queue = self.spec.get("dead_letter_queue")
+        if not queue:
+            return []
+        found: list[dict[str, Any]] = []
+        with self.lock:
+            ch = self.channel(amqp)
+            last = None
+            try:
+                for _ in range(limit):
+                    method, props, body = ch.basic_get(queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last = method.delivery_tag
+                    headers = props.headers or {}
+                    source = str(headers.get("x-first-death-queue") or "")
+                    step = source[len(self.name) + 1:].rsplit(":", 1)[0] if source.startswith(
+                        f"{self.name}:") else "?"
+                    record: dict[str, Any] = {
+                        "seq": 0, "at": wire.now_ms(), "step": step, "kind": "dead",
+                        "reason": headers.get("x-first-death-reason"), "size": len(body),
+                        **{k: headers.get(k) for k in ("messageId", "parentMessageId",
+                                                       "threadId", "start", "end")}}
+                    try:
+                        record["body"] = wire.decode_data(self.keys, body, headers).get("body")
+                    except wire.WireError as e:
+                        record["unreadable"] = str(e)
+                    found.append(record)
+            finally:
+                if last is not None:
+                    ch.basic_nack(last, multiple=True, requeue=True)
+        return found
+
+    def threads(self, limit: int, thread: str | None,
+                extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The latest `limit` threads (or those whose id starts with `thread`), each
-        with its records in the order they were published."""
+        with its records in the order they were published (`extra`: dead letters,
+        shown in the threads they belong to)."""
         by_thread: dict[str, list[dict[str, Any]]] = {}
-        for record in self.trace:
+        known = {str(r.get("threadId")) for r in self.trace}
+        for record in [*self.trace, *(r for r in extra or []
+                                       if str(r.get("threadId")) in known)]:
             tid = str(record.get("threadId") or record.get("messageId") or "?")
             if thread and not tid.startswith(thread):
                 continue
@@ -411,13 +457,17 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(401, {"message": "admin token required"})
             flow = s.flow(m.group(1))
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            dead: list[dict[str, Any]] = []
             try:
                 flow.record_trace(s.amqp)  # what is waiting now counts
+                dead = flow.dead_letters(s.amqp)
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # a queue not there (yet): what is recorded still answers
             except Exception:  # the broker away: what is recorded still answers
                 flow.drop_connection()
             with flow.lock:
                 threads = flow.threads(int(query.get("limit", ["10"])[0]),
-                                       query.get("thread", [None])[0])
+                                       query.get("thread", [None])[0], dead)
             return self._reply(200, {"flow": flow.name, "recording": bool(
                 flow.spec.get("trace_queue")), "threads": threads})
         if m := _ADMIN_FLOW_PATH.match(path):

@@ -235,18 +235,24 @@ class Executor:
                                      record_labels(plan)), pool.submit(put_flow)]
             for future in prepared:
                 future.result()
-        # Containers start while the broker and the services join the flow's networks
-        # and the flow's topology is declared, yet no step can publish before every
-        # queue and binding exists: the steps' broker users are made only after the
-        # topology (a sailor retries its login, and its step-info call, until then).
+            # The broker and the services join the flow's networks before any step
+            # starts on them (joins racing container starts left Docker 20.10 with
+            # endpoints it would not remove at `down`).
+            joins = [pool.submit(self.engine.connect, container, network, [alias])
+                     for network, _internal in networks
+                     for container, alias in ((BROKER_NAME, names.BROKER_ALIAS),
+                                              (names.SERVICES_CONTAINER,
+                                               names.SERVICES_ALIAS))]
+            for future in joins:
+                future.result()
+        # Containers start while the flow's topology is declared, yet no step can
+        # publish before every queue and binding exists: the steps' broker users are
+        # made only after the topology (a sailor retries its login, and its step-info
+        # call, until then).
         index = {s.id: i for i, s in enumerate(plan.steps)}
-        joins = [(container, network, alias) for network, _internal in networks
-                 for container, alias in ((BROKER_NAME, names.BROKER_ALIAS),
-                                          (names.SERVICES_CONTAINER, names.SERVICES_ALIAS))]
         with ThreadPoolExecutor(max_workers=START_WORKERS + 1,
                                 thread_name_prefix="start") as pool:
-            futures = [pool.submit(self.engine.connect, c, n, [a]) for c, n, a in joins]
-            futures += [pool.submit(self._prepare_flow, plan)]
+            futures = [pool.submit(self._prepare_flow, plan)]
             futures += [pool.submit(self._replace, plan, s, index[s.id], grace)
                         for s in to_start]
             futures += [pool.submit(self._remove, plan.flow, step_id, grace)
@@ -278,7 +284,7 @@ class Executor:
         assert broker is not None
         # Always, also when no step changes: a second `up` repairs a deleted queue or
         # binding, and takes away the bindings of steps that left the flow.
-        broker.ensure_vhost(plan.flow)
+        broker.ensure_vhost(plan.flow, tracing=plan.trace)
         declare_topology(broker, plan)
         if self.listener is None or not self.listener.thread.is_alive():
             self.listener = LiveListener(broker, plan.flow, self.put,

@@ -119,6 +119,14 @@ def test_node_errors_snapshots_and_restarts(flow_factory: Any, engine: Any) -> N
 
     wait_for(failed, 30, "the error in status, on the error queue and dead-lettered")
 
+    # The trace shows where it failed, and that the refused message is a dead letter.
+    def kinds(node: dict[str, Any]) -> list[str]:
+        return [node["kind"], *(k for c in node["children"] for k in kinds(c))]
+
+    traced = json.loads(flowrun("trace", name, "-n", "200", "--json").stdout)["threads"]
+    failing = [t for t in traced if "error" in kinds(t["tree"][0])]
+    assert failing and "dead" in kinds(failing[0]["tree"][0]), failing
+
     # A rebound comes back after its delay and then goes through.
     broker = find_broker(engine)
     assert broker is not None
