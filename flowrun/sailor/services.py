@@ -56,7 +56,9 @@ DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", "/var/lib/flowrun-servic
 CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", "/etc/flowrun/services.json"))
 DRAIN_EVERY = 1.0
 TRACE_RECORDS = 5000  # per flow, the latest
-TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is kept cut
+TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is shown cut
+TRACE_RAW_BYTES = 64 * 1024  # a message larger than this is recorded without its body
+TRACE_BUDGET_BYTES = 48 * 1024 * 1024  # per flow, for the bodies kept
 _STEP_PATH = re.compile(r"^/v1/tasks/([^/]+)/steps/([^/]+)$")
 _HOOK_PATH = re.compile(r"^/sailor-support/hooks/task/([^/]+)/startup/data$")
 _ACCOUNT_PATH = re.compile(r"^/v1/accounts/([^/]+)$")
@@ -108,7 +110,8 @@ class Flow:
         self.connection: Any = None
         self._channel: Any = None
         self._tracing: Any = None  # the channel the trace consumer is on
-        self.trace: deque[dict[str, Any]] = deque(maxlen=TRACE_RECORDS)
+        self.trace: deque[dict[str, Any]] = deque()
+        self.trace_bytes = 0
         self.trace_seq = 0
         self.next_tick: dict[str, float] = {}
 
@@ -198,11 +201,27 @@ class Flow:
             return  # live announcements and snapshots are not messages of a thread
         headers = (firehose.get("properties") or {}).get("headers") or {}
         self.trace_seq += 1
-        record: dict[str, Any] = {
+        # Kept as it came: decrypted only when a trace is asked for, so recording
+        # costs the services a dict per message, not a decryption. Bounded by count
+        # and by bytes, the oldest going first.
+        while self.trace and (len(self.trace) >= TRACE_RECORDS
+                              or self.trace_bytes > TRACE_BUDGET_BYTES):
+            self.trace_bytes -= len(self.trace.popleft()["raw"])
+        self.trace_bytes += min(len(body), TRACE_RAW_BYTES)
+        self.trace.append({
             "seq": self.trace_seq, "at": wire.now_ms(), "step": step, "kind": kind,
-            "size": len(body), **{k: headers.get(k) for k in (
+            "size": len(body), "raw": body[:TRACE_RAW_BYTES], "cut": len(body) > TRACE_RAW_BYTES,
+            "protocol": wire.protocol_of(headers), **{k: headers.get(k) for k in (
                 "messageId", "parentMessageId", "threadId", "start", "end",
-                "reboundIteration")}}
+                "reboundIteration")}})
+
+    def _readable(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A recorded message as `flowrun trace` shows it: its body decrypted, cut."""
+        record = {k: v for k, v in stored.items() if k not in ("raw", "cut", "protocol")}
+        kind, body = stored["kind"], stored["raw"]
+        if stored["cut"]:
+            record["body"], record["truncated"] = "(a message too large to keep)", True
+            return record
         try:
             if kind == "error":
                 error = wire.decode_error(self.keys, body)
@@ -210,7 +229,8 @@ class Flow:
                 value: Any = (error.get("input") or {}).get("body") if isinstance(
                     error.get("input"), dict) else error.get("input")
             else:
-                value = wire.decode_data(self.keys, body, headers).get("body")
+                value = wire.decode_data(self.keys, body, {
+                    "protocolVersion": stored["protocol"]}).get("body")
         except wire.WireError as e:
             value, record["unreadable"] = None, str(e)
         text = json.dumps(value, default=str)
@@ -218,7 +238,7 @@ class Flow:
             record["body"], record["truncated"] = text[:TRACE_BODY_CHARS], True
         else:
             record["body"] = value
-        self.trace.append(record)
+        return record
 
     def dead_letters(self, amqp: dict[str, Any], limit: int = 500) -> list[dict[str, Any]]:
         """The flow's dead letters as trace records, read without taking them: each
@@ -268,8 +288,9 @@ class Flow:
             if thread and not tid.startswith(thread):
                 continue
             by_thread.setdefault(tid, []).append(record)
-        latest = sorted(by_thread.items(), key=lambda kv: kv[1][-1]["seq"])[-limit:]
-        return [{"threadId": tid, "records": records} for tid, records in latest]
+        latest = sorted(by_thread.items(), key=lambda kv: max(r["seq"] for r in kv[1]))[-limit:]
+        return [{"threadId": tid, "records": [self._readable(r) if "raw" in r else r
+                                              for r in records]} for tid, records in latest]
 
     def count_errors(self, amqp: dict[str, Any]) -> None:
         """Errors per step (from a copy of the error queue): `flowrun status` shows
@@ -553,6 +574,7 @@ class Handler(BaseHTTPRequestHandler):
                         (flow.dir / f"{what}.json").unlink(missing_ok=True)
                     flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
                     flow.trace.clear()
+                    flow.trace_bytes = 0
                 else:
                     (flow.dir / "flow.json").unlink(missing_ok=True)
                 return self._reply(200, {"flow": flow.name, "purged": purge})

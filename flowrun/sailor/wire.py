@@ -22,6 +22,7 @@ in the platform services and on the host (`flowrun send`, `tail`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -71,9 +72,12 @@ class Keys:
     def for_flow(cls, secret: str, flow: str) -> Keys:
         return cls(derive(secret, "message-password", flow), derive(secret, "message-iv", flow, 16))
 
+    @functools.cached_property
+    def _key(self) -> bytes:
+        return hashlib.sha256(self.password.encode()).digest()
+
     def _cipher(self) -> _Cipher[modes.CBC]:
-        key = hashlib.sha256(self.password.encode()).digest()
-        return _Cipher(algorithms.AES(key), modes.CBC(self.iv.encode()[:16]))
+        return _Cipher(algorithms.AES(self._key), modes.CBC(self.iv.encode()[:16]))
 
     def encrypt(self, value: Any) -> bytes:
         """Protocol version 1: base64 text of the ciphertext of the JSON."""
