@@ -346,6 +346,8 @@ class Sailor:
             self.call_started = None
         for event, payload in events:
             self.publish_event(event, payload, given)
+        # What a listener emits later, between calls, starts when it is emitted.
+        self.call_start_ms = None
 
     # ------------------------------------------------------------ state
 
