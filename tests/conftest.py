@@ -42,9 +42,9 @@ def engine() -> Any:
         eng = Engine()
     except EngineUnavailable as e:
         _unavailable(str(e))
-    from flowrun.settings import broker_image
+    from flowrun.settings import broker_image, node_base_image
 
-    for image in (base_image(), broker_image()):
+    for image in (base_image(), node_base_image(), broker_image()):
         if not eng.image_exists(image):
             _unavailable(f"image {image} is missing; run `make images`")
     return eng

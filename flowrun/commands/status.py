@@ -18,7 +18,7 @@ from flowrun.core.component import Runtime
 from flowrun.core.load import revision_at
 from flowrun.core.observed import Observed, describe_exit
 from flowrun.engine.adapter import Engine
-from flowrun.sailor import NODE_LIVE_MARKER, STATE_FILE
+from flowrun.supervise.followers import sailor_state
 
 
 @dataclass(frozen=True)
@@ -192,32 +192,26 @@ def _error_tally(engine: Engine, broker: Broker | None, flow: str) -> dict[str, 
         return {}
 
 
-def flow_status(engine: Engine, flow: str) -> FlowStatus:
+def flow_queues(broker: Broker | None, flow: str) -> dict[str, dict[str, Any]]:
+    """The flow's queues with their counters, by name; none when the broker is away."""
+    if broker is None:
+        return {}
+    try:
+        return broker.queues(flow)
+    except OSError:
+        return {}
+
+
+def flow_status(engine: Engine, flow: str,
+                queues: dict[str, dict[str, Any]] | None = None) -> FlowStatus:
+    """`queues`: the flow's queues when the caller has read them already."""
     observed = flow_containers(engine, flow)
     broker = find_broker(engine)
-    queues: dict[str, dict[str, Any]] = {}
-    if broker is not None:
-        try:
-            queues = broker.queues(flow)
-        except OSError:
-            queues = {}
-
-    def state_of(o: Observed) -> dict[str, Any]:
-        if not o.running:
-            return {}
-        if o.labels.get(labels.RUNTIME) == Runtime.NODE.value:
-            # The platform's sailor keeps no state file: it is live once it has said
-            # so in its log since this start of its container.
-            lines = engine.logs(o.name, since=o.started_at)
-            return {"live": any(NODE_LIVE_MARKER in line for line in lines)}
-        raw = engine.read_file(o.name, STATE_FILE)
-        try:
-            return dict(json.loads(raw)) if raw else {}
-        except ValueError:
-            return {}
+    if queues is None:
+        queues = flow_queues(broker, flow)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        states = list(pool.map(state_of, observed))
+        states = list(pool.map(lambda o: sailor_state(engine, o), observed))
     tallied = _error_tally(engine, broker, flow) if any(
         o.labels.get(labels.RUNTIME) == Runtime.NODE.value for o in observed) else {}
     current: dict[str, str | None] = {}

@@ -36,7 +36,8 @@ STEP_FILE = "/etc/flowrun/step.json"
 STEP_ENV_FILE = "/etc/flowrun/step.env"
 SERVICES_PORT = 9090
 # A rebound waits this long before it comes back (the platform's 15 s is long for a
-# laptop); Node.js sailors double it on each further rebound.
+# laptop). Node.js sailors double it on each further rebound, but the rebound queue's
+# own TTL (broker.server.REBOUND_DELAY_MS, the same 1 s) caps every wait.
 REBOUND_INITIAL_MS = 1000
 
 

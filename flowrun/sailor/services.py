@@ -42,6 +42,7 @@ import time
 import traceback
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -152,29 +153,34 @@ class Flow:
         queue = self.spec.get("snapshot_queue")
         if not queue:
             return
+        def fold(method: Any, props: Any, body: bytes) -> None:
+            step = _step_of_key(self.name, method.routing_key)
+            try:
+                value = json.loads(body)
+            except ValueError:
+                return
+            if step is not None:
+                event = (props.headers or {}).get("snapshotEvent")
+                self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
+                                                           value)
+
+        self._drain(amqp, queue, fold, "snapshots")
+
+    def _drain(self, amqp: dict[str, Any], queue: str,
+               fold: Callable[[Any, Any, bytes], None], saved: str) -> None:
+        """Every message waiting on `queue`, folded into this flow's state, which is
+        saved before the messages are acked (nothing acked is ever lost)."""
         with self.lock:
             ch = self.channel(amqp)
             last = None
-            changed = False
             while True:
                 method, props, body = ch.basic_get(queue, auto_ack=False)
                 if method is None:
                     break
                 last = method.delivery_tag
-                step = _step_of_key(self.name, method.routing_key)
-                if step is None:
-                    continue
-                try:
-                    value = json.loads(body)
-                except ValueError:
-                    continue
-                event = (props.headers or {}).get("snapshotEvent")
-                self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
-                                                           value)
-                changed = True
-            if changed:
-                self.save("snapshots")
+                fold(method, props, body)
             if last is not None:
+                self.save(saved)
                 ch.basic_ack(last, multiple=True)
 
     def record_trace(self, amqp: dict[str, Any]) -> None:
@@ -298,20 +304,12 @@ class Flow:
         queue = self.spec.get("error_tally_queue")
         if not queue:
             return
-        with self.lock:
-            ch = self.channel(amqp)
-            last = None
-            while True:
-                method, _props, _body = ch.basic_get(queue, auto_ack=False)
-                if method is None:
-                    break
-                last = method.delivery_tag
-                step = _step_of_key(self.name, method.routing_key, ".error")
-                if step is not None:
-                    self.errors[step] = self.errors.get(step, 0) + 1
-            if last is not None:
-                self.save("errors")
-                ch.basic_ack(last, multiple=True)
+        def count(method: Any, _props: Any, _body: bytes) -> None:
+            step = _step_of_key(self.name, method.routing_key, ".error")
+            if step is not None:
+                self.errors[step] = self.errors.get(step, 0) + 1
+
+        self._drain(amqp, queue, count, "errors")
 
     def tick(self, amqp: dict[str, Any], now: float) -> None:
         """One message per interval on each ticked trigger's input queue, as the

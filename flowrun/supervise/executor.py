@@ -34,7 +34,6 @@ from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.engine.images import build_image
 from flowrun.errors import BuildFailed, EngineError, FlowFailed, FlowrunError
-from flowrun.sailor import NODE_LIVE_MARKER, STATE_FILE
 from flowrun.settings import base_image
 from flowrun.supervise.events import (
     ApplyDone,
@@ -45,7 +44,7 @@ from flowrun.supervise.events import (
     StepLog,
     StepPhase,
 )
-from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener
+from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener, sailor_state
 from flowrun.supervise.lock import FlowLock
 
 START_WORKERS = 8
@@ -264,18 +263,9 @@ class Executor:
         self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
         kept = self.engine.find(names.container(plan.flow, step.id))
         if kept is not None:
-            # Its sailor's own record says whether it is live; its old log lines are
+            # Its sailor's own word says whether it is live; its old log lines are
             # history, so follow from now on.
-            if not kept.running:
-                live = False
-            elif step.runtime is Runtime.NODE:
-                # The platform's sailor keeps no state file: it said so in its log.
-                live = any(NODE_LIVE_MARKER in line
-                           for line in self.engine.logs(kept.id, since=kept.started_at))
-            else:
-                raw = self.engine.read_file(kept.id, STATE_FILE)
-                live = bool(raw and json.loads(raw).get("live"))
-            if live:
+            if sailor_state(self.engine, kept).get("live"):
                 self.put(StepPhase(step.id, Phase.LIVE))
             self.follow(kept.id, step.id, from_now=True)
 

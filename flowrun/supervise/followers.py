@@ -12,9 +12,10 @@ from typing import Any, Literal
 
 from flowrun.broker.server import Broker
 from flowrun.core import labels, names
+from flowrun.core.component import Runtime
 from flowrun.core.observed import Observed, describe_exit
 from flowrun.engine.adapter import Engine
-from flowrun.sailor import LIVE_MARKER, NODE_LIVE_MARKER
+from flowrun.sailor import LIVE_MARKER, NODE_LIVE_MARKER, STATE_FILE
 from flowrun.supervise.events import (
     BrokerGone,
     ContainerGone,
@@ -23,6 +24,22 @@ from flowrun.supervise.events import (
     StepLog,
     StepPhase,
 )
+
+
+def sailor_state(engine: Engine, o: Observed) -> dict[str, Any]:
+    """What a running step's sailor says of itself: flowrun's sailor keeps a state file
+    (live, counters, beat); the platform's Node.js sailor keeps none, and is live once
+    its log has said so since this start of its container."""
+    if not o.running:
+        return {}
+    if o.labels.get(labels.RUNTIME) == Runtime.NODE.value:
+        lines = engine.logs(o.name, since=o.started_at)
+        return {"live": any(NODE_LIVE_MARKER in line for line in lines)}
+    raw = engine.read_file(o.name, STATE_FILE)
+    try:
+        return dict(json.loads(raw)) if raw else {}
+    except ValueError:
+        return {}
 
 
 class Follower:

@@ -9,7 +9,7 @@ from typing import Any
 
 from flowrun.broker.platform import Services, find_services
 from flowrun.broker.server import Broker, find_broker
-from flowrun.commands.status import StepStatus, flow_status, running_flows
+from flowrun.commands.status import StepStatus, flow_queues, flow_status, running_flows
 from flowrun.core import labels, names
 from flowrun.core.logline import readable
 from flowrun.engine.adapter import Engine
@@ -40,13 +40,8 @@ def flows_snapshot(engine: Engine) -> dict[str, Any]:
     broker = find_broker(engine)
     flows = []
     for flow in running_flows(engine):
-        status = flow_status(engine, flow)
-        queues: dict[str, dict[str, Any]] = {}
-        if broker is not None:
-            try:
-                queues = broker.queues(flow)
-            except OSError:
-                queues = {}
+        queues = flow_queues(broker, flow)  # read once: for the status and for the rates
+        status = flow_status(engine, flow, queues)
         ids = [s.step for s in status.steps]
         nexts = [names.input_queue(flow, n) for n in ids[1:]] + [names.output_queue(flow)]
         steps = [_step(s, queues, flow, nq) for s, nq in zip(status.steps, nexts, strict=True)]
