@@ -246,9 +246,9 @@ def _broker(engine: Any, timeout: float = 30.0) -> Any:
 def _trigger_of(engine: Any, flow: str) -> str:
     from flowrun.commands.status import flow_record
 
-    for step, kind in flow_record(engine, flow) or []:
-        if kind == "trigger":
-            return step
+    for planned in flow_record(engine, flow) or []:
+        if planned.kind == "trigger":
+            return planned.step
     raise BadInput(f"flow {flow} is not running; start it with `flowrun up`")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+from collections import Counter
 from datetime import datetime
 
 from flowrun.commands.status import flow_containers
@@ -23,35 +24,42 @@ def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,
     """`raw`: the platform sailor's JSON lines as they are, not as LEVEL message."""
     shown = (lambda line: line) if raw else readable
     observed = flow_containers(engine, flow)
-    steps = [o.labels.get(labels.STEP, o.name) for o in observed]
+    steps = list(dict.fromkeys(o.labels.get(labels.STEP, o.name) for o in observed))
     if step is not None and step not in steps:
         raise BadInput(f"flow {flow} has no step '{step}'; its steps: {', '.join(steps)}")
-    chosen = [step] if step else steps
+    # One source per container: a replicated step's replicas are read as `step#n`.
+    counts = Counter(o.labels.get(labels.STEP, o.name) for o in observed)
+    chosen = [(o.name, o.labels.get(labels.STEP, o.name), labels.replica_of(o.labels))
+              for o in observed if step is None or o.labels.get(labels.STEP) == step]
     many = len(chosen) > 1
+
+    def who(s: str, replica: int) -> str:
+        return names.replica_label(s, replica, counts[s] > 1)
+
     out = sys.stdout
     if not follow:
-        for s in chosen:
-            for line in engine.logs(names.container(flow, s), tail=tail, since=since,
-                                    timestamps=timestamps):
-                out.write((prefix(s) if many else "") + shown(line) + "\n")
+        for name, s, replica in chosen:
+            for line in engine.logs(name, tail=tail, since=since, timestamps=timestamps):
+                out.write((prefix(who(s, replica)) if many else "") + shown(line) + "\n")
         out.flush()
         return
-    # Followed: one follower per step re-attaches after every restart; one loop prints.
+    # Followed: one follower per container re-attaches after every restart; one loop
+    # prints.
     lines: queue.Queue[object] = queue.Queue()
     stop = threading.Event()
-    for s in chosen:
+    for name, s, replica in chosen:
         if tail != "all" or since is not None:
-            for line in engine.logs(names.container(flow, s), tail=tail, since=since,
-                                    timestamps=timestamps):
-                out.write((prefix(s) if many else "") + shown(line) + "\n")
-        Follower(engine, names.container(flow, s), s, lines.put, stop,
+            for line in engine.logs(name, tail=tail, since=since, timestamps=timestamps):
+                out.write((prefix(who(s, replica)) if many else "") + shown(line) + "\n")
+        Follower(engine, name, s, lines.put, stop,
                  from_now=tail != "all" or since is not None, timestamps=timestamps,
-                 outlive=True).start()
+                 outlive=True, replica=replica).start()
     try:
         while True:
             event = lines.get()
             if isinstance(event, StepLog):
-                out.write((prefix(event.step) if many else "") + shown(event.line) + "\n")
+                out.write((prefix(who(event.step, event.replica)) if many else "")
+                          + shown(event.line) + "\n")
                 out.flush()
     except KeyboardInterrupt:
         stop.set()

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,19 @@ class StepStatus:
     # For a step that is not live: what happened, and what brings it back.
     why: str | None = None
     remedy: str | None = None
+    replicas: int = 1  # as planned
+    replicas_live: int = 0
+    # Each replica's container, for a replicated step: name, state, live, restarts.
+    each: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A real step as the flow's last `up` planned it (its record)."""
+
+    step: str
+    kind: str
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -68,27 +81,31 @@ def running_flows(engine: Engine) -> list[str]:
 
 
 def flow_record(engine: Engine, flow: str,
-                record: dict[str, str] | None = None) -> list[tuple[str, str]] | None:
-    """The flow's real steps (id, kind) as its last `up` planned them."""
+                record: dict[str, str] | None = None) -> list[Planned] | None:
+    """The flow's real steps as its last `up` planned them."""
     record = record or engine.get_record(names.record_volume(flow))
     if not record or labels.STEPS not in record:
         return None
     try:
-        return [(str(step), str(kind)) for step, kind in json.loads(record[labels.STEPS])]
-    except ValueError:
+        # [id, kind] from records written before replicas, [id, kind, replicas] since.
+        return [Planned(str(entry[0]), str(entry[1]), int(entry[2]) if len(entry) > 2 else 1)
+                for entry in json.loads(record[labels.STEPS])]
+    except (ValueError, TypeError, IndexError):
         return None
 
 
 def known_steps(engine: Engine, flow: str) -> list[str]:
     record = flow_record(engine, flow)
     if record is not None:
-        return [step for step, _kind in record]
+        return [planned.step for planned in record]
     return [o.labels.get(labels.STEP, o.name) for o in flow_containers(engine, flow)]
 
 
 def flow_containers(engine: Engine, flow: str) -> list[Observed]:
+    """A flow's step containers in flow order, a replicated step's by replica."""
     observed = engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
-    return sorted(observed, key=lambda o: int(o.labels.get(labels.INDEX, "0")))
+    return sorted(observed, key=lambda o: (int(o.labels.get(labels.INDEX, "0")),
+                                           labels.replica_of(o.labels)))
 
 
 def _stale(o: Observed, current: dict[str, str | None]) -> str | None:
@@ -217,47 +234,66 @@ def flow_status(engine: Engine, flow: str,
     current: dict[str, str | None] = {}
     now = datetime.now(UTC)
     looping = {o.name for o in observed if _crash_looping(o, now)}
-    steps = []
+    raw_record = engine.get_record(names.record_volume(flow)) or {}
+    record = flow_record(engine, flow, raw_record) or []
+    planned = {p.step: p.replicas for p in record}
+    by_step: dict[str, list[StepStatus]] = {}
     for o, state in zip(observed, states, strict=True):
         step = o.labels.get(labels.STEP, o.name)
         queue = queues.get(names.input_queue(flow, step), {})
         last_exit = _last_exit(engine, o)
         hung = _hung(o, state, time.time())
         why, remedy = _why_down(o, last_exit, hung, o.name in looping)
-        steps.append(StepStatus(
+        live = bool(state.get("live")) and o.running and not hung
+        by_step.setdefault(step, []).append(StepStatus(
             step=step, kind=o.labels.get(labels.KIND, "?"),
             component=Path(o.labels.get(labels.COMPONENT, "?")).name,
             function=o.labels.get(labels.FUNCTION, "?"),
             revision=o.labels.get(labels.REVISION, "?"), state="hung" if hung else o.status,
-            live=bool(state.get("live")) and o.running and not hung,
+            live=live,
             uptime=(now - o.started_at).total_seconds() if o.running and o.started_at else None,
             restarts=o.restart_count, last_exit=last_exit,
             waiting=queue.get("messages_ready") if queue else None,
             in_flight=queue.get("messages_unacknowledged") if queue else None,
-            processed=state.get("processed", _acked(queue)),
-            errors=state.get("errors", tallied.get(step)),
+            processed=state.get("processed"),
+            errors=state.get("errors"),
             stale=_stale(o, current), leak=state.get("leak"),
             crash_looping=o.name in looping,
             last_lines=tuple(engine.logs(o.name, tail=LAST_LINES)) if o.name in looping else (),
-            why=why, remedy=remedy,
+            why=why, remedy=remedy, replicas_live=int(live),
+            each=({"replica": labels.replica_of(o.labels), "container": o.name,
+                   "state": "hung" if hung else o.status, "live": live,
+                   "restarts": o.restart_count},),
         ))
-    present = {s.step for s in steps}
-    raw_record = engine.get_record(names.record_volume(flow)) or {}
     source = (observed[0].labels.get(labels.SOURCE, "") if observed else
               raw_record.get(labels.SOURCE, ""))
-    for index, (step, kind) in enumerate(flow_record(engine, flow, raw_record) or []):
-        if step in present:
-            continue
+    steps = []
+    for step, parts in by_step.items():
         queue = queues.get(names.input_queue(flow, step), {})
+        combined = _combine(parts, planned.get(step, len(parts)), source or flow)
+        # Counters a sailor keeps add up over replicas; where none keeps them (the
+        # platform's Node.js sailor), the step's input queue and the services count.
+        if combined.processed is None:
+            combined = replace(combined, processed=_acked(queue))
+        if combined.errors is None:
+            combined = replace(combined, errors=tallied.get(step))
+        steps.append(combined)
+    present = set(by_step)
+    for index, entry in enumerate(record):
+        if entry.step in present:
+            continue
+        queue = queues.get(names.input_queue(flow, entry.step), {})
         steps.insert(min(index, len(steps)), StepStatus(
-            step=step, kind=kind, component="?", function="?", revision="?",
+            step=entry.step, kind=entry.kind, component="?", function="?", revision="?",
             state="missing", live=False, uptime=None, restarts=0, last_exit=None,
             waiting=queue.get("messages_ready") if queue else None,
             in_flight=queue.get("messages_unacknowledged") if queue else None,
             processed=None, errors=None, stale=None, leak=None,
-            why="its container was removed (not by flowrun)",
+            why="its container was removed (not by flowrun)" if entry.replicas == 1 else
+                "its containers were removed (not by flowrun)",
             remedy=f"`flowrun up {source or flow}` recreates it (an attached `up` does it "
                    "by itself)",
+            replicas=entry.replicas,
         ))
     errors_q = queues.get(names.error_queue(flow), {})
     dead_q = queues.get(names.dead_letter_queue(flow), {})
@@ -265,4 +301,39 @@ def flow_status(engine: Engine, flow: str,
         flow=flow, source=source, steps=steps,
         errors_queued=errors_q.get("messages") if errors_q else None,
         dead_letters=dead_q.get("messages") if dead_q else None,
+    )
+
+
+def _sum(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _combine(parts: list[StepStatus], replicas: int, source: str) -> StepStatus:
+    """One row for a step from its replicas' rows: live when every planned replica is,
+    its state the worst of theirs, counters added up."""
+    first = parts[0]
+    if replicas == 1 and len(parts) == 1:
+        return replace(first, each=())
+    live = sum(p.live for p in parts)
+    worst = next((p for p in parts if not p.live), first)
+    lost = replicas - len(parts)
+    why, remedy = worst.why, worst.remedy
+    if lost > 0 and why is None:
+        why = (f"{lost} of its {replicas} replicas' containers were removed (not by "
+               "flowrun)")
+        remedy = (f"`flowrun up {source}` recreates them (an attached `up` does it by "
+                  "itself)")
+    ups = [p.uptime for p in parts if p.uptime is not None]
+    return replace(
+        worst if not worst.live else first,
+        state=worst.state if lost <= 0 or not worst.live else "degraded",
+        live=live >= replicas, uptime=min(ups) if ups else None,
+        restarts=sum(p.restarts for p in parts),
+        processed=_sum([p.processed for p in parts]), errors=_sum([p.errors for p in parts]),
+        crash_looping=any(p.crash_looping for p in parts),
+        stale=next((p.stale for p in parts if p.stale), None),
+        leak=next((p.leak for p in parts if p.leak), None),
+        why=why, remedy=remedy, replicas=replicas, replicas_live=live,
+        each=tuple(e for p in parts for e in p.each),
     )

@@ -25,6 +25,7 @@ MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]?$"
 # file, YAML aliases expanding exponentially) from costing more than a moment.
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
+MAX_REPLICAS = 16
 
 
 class StepSpec(BaseModel):
@@ -40,6 +41,9 @@ class StepSpec(BaseModel):
     map: dict[str, str] | str | None = None
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
     interval: float | None = Field(default=None, gt=0, le=3600)
+    # Containers that consume the step's queue as competing consumers (its mapping,
+    # the injected mapper in front of it, runs as many).
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
 
 
 class FlowSpec(BaseModel):
@@ -225,6 +229,11 @@ _FIELD_HINTS = {
     "memory": "a number of bytes with an optional k, m or g suffix, e.g. 256m",
 }
 
+_RANGE_HINTS = {
+    "replicas": f"a whole number from 1 to {MAX_REPLICAS}",
+    "interval": "seconds, more than 0 and at most 3600",
+}
+
 _TYPE_NAMES = {
     "string_type": "a string",
     "int_type": "an integer",
@@ -256,6 +265,10 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel], secret: bool = Fal
                     "use '-' or '_'")
         hint = _FIELD_HINTS.get(last, "see the flow file format in the README")
         return f"{dotted}: {value} is not a valid {last}; use {hint}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        value = "the value from ${...}" if secret else repr(err.get("input"))
+        hint = _RANGE_HINTS.get(last, err["msg"].lower())
+        return f"{dotted}: {value} is out of range; use {hint}"
     if kind == "literal_error" and last == "version":
         return f"version: {err.get('input')!r} is not supported; write 'version: 1'"
     if kind == "too_short" and last == "steps":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 PREFIX = "io.flowrun"
 FLOW = f"{PREFIX}.flow"
 STEP = f"{PREFIX}.step"
@@ -9,6 +11,7 @@ REVISION = f"{PREFIX}.revision"
 CONFIG_HASH = f"{PREFIX}.config-hash"
 KIND = f"{PREFIX}.kind"
 INDEX = f"{PREFIX}.index"
+REPLICA = f"{PREFIX}.replica"  # 1..replicas; absent (older containers) means 1
 COMPONENT = f"{PREFIX}.component"
 FUNCTION = f"{PREFIX}.function"
 SOURCE = f"{PREFIX}.source"
@@ -22,3 +25,12 @@ ROLE_STEP = "step"
 ROLE_RECORD = "record"
 ROLE_HOOK = "hook"  # a one-shot run of a step's shutdown hook
 
+
+
+def replica_of(container_labels: Mapping[str, str]) -> int:
+    """A container's replica number (1 when unlabelled or unreadable)."""
+    value = container_labels.get(REPLICA)
+    try:
+        return max(int(value), 1) if value is not None else 1
+    except ValueError:
+        return 1

@@ -50,8 +50,15 @@ def is_mapper_id(step: str) -> bool:
 
 # ------------------------------------------------------------------ Docker
 
-def container(flow: str, step: str) -> str:
-    return f"{PREFIX}.{flow}.{step}"
+def container(flow: str, step: str, replica: int = 1) -> str:
+    """A step's container; a replicated step's further replicas add `.<n>` (a visible
+    id has no '.', a mapper id two: `<step>.<n>` is never another step's id)."""
+    return f"{PREFIX}.{flow}.{step}" if replica == 1 else f"{PREFIX}.{flow}.{step}.{replica}"
+
+
+def replica_label(step: str, replica: int, replicated: bool) -> str:
+    """How people read one replica of a step: `enrich` alone, `enrich#2` of several."""
+    return f"{step}#{replica}" if replicated or replica > 1 else step
 
 
 def hook_container(flow: str, step: str) -> str:

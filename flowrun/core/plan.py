@@ -76,6 +76,9 @@ class RealStep:
     # The config as it may be printed: secret-looking keys and ${VAR} values masked.
     shown_config: Mapping[str, Any] = field(default_factory=dict)
     credentials: Mapping[str, Any] | None = None
+    # Containers consuming the step's input queue as competing consumers. Not in
+    # config_hash: scaling a step starts or stops replicas, it replaces none.
+    replicas: int = 1
 
     @property
     def image(self) -> str:
@@ -169,6 +172,7 @@ class Plan:
             out.append(
                 f"{i:>2} {s.id:<28} {s.kind.value:<7} {s.runtime.value:<6} "
                 f"{s.describe():<28} in={listens} out={s.routes.data}"
+                + (f" replicas={s.replicas}" if s.replicas > 1 else "")
             )
         return out
 
@@ -194,6 +198,7 @@ class Plan:
                     "listens_to": s.routes.listens_to,
                     "data_routing_key": s.routes.data,
                     "memory": s.memory,
+                    "replicas": s.replicas,
                     "config_hash": s.config_hash(self.flow),
                     "env": s.env(self.flow),
                 }
@@ -272,6 +277,12 @@ def check_flow(flow: LoadedFlow, components: Mapping[int, Component]) -> None:
                 )
             check_mapping(step.map, f"{flow.step_where(i, 'map')}: step '{step.id}'",
                           flow.from_env("steps", i, "map"))
+        if step.replicas > 1 and i == 0:
+            raise FlowFileError(
+                f"{flow.step_where(i, 'replicas')}: step '{step.id}': a trigger runs as one "
+                f"container (two would each produce the flow's messages); remove 'replicas' "
+                "or set it to 1"
+            )
         if step.interval is not None and i != 0:
             raise FlowFileError(
                 f"{flow.step_where(i, 'interval')}: step '{step.id}': 'interval' is for the "
@@ -315,7 +326,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
                 id=mid, kind=StepKind.MAPPER, component=mapper, function="map",
                 config=mapper_config,
                 routes=routes_for(name, mid, previous), memory=default_memory,
-                interval=None, revision=revisions[mapper.path],
+                interval=None, revision=revisions[mapper.path], replicas=step.replicas,
                 shown_config=mask(mapper_config, {("mapping", *p)
                                                   for p in flow.from_env("steps", i, "map")}),
             ))
@@ -331,7 +342,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
             credentials=dict(step.credentials) if step.credentials is not None else None,
             memory=step.memory or default_memory,
             interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
-            revision=revisions[component.path], visible_index=i,
+            revision=revisions[component.path], visible_index=i, replicas=step.replicas,
             shown_config=mask(dict(step.config), flow.from_env("steps", i, "config")),
         ))
         previous = step.id

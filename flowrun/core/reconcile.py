@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flowrun.core import labels
+from flowrun.core import labels, names
 from flowrun.core.observed import Observed
-from flowrun.core.plan import Plan
+from flowrun.core.plan import Plan, RealStep
 
 
 class ActionType(StrEnum):
@@ -32,47 +32,67 @@ class Cause(StrEnum):
     REMOVED = "removed"
     FORCED = "--recreate"
     ORPHAN = "no longer in the flow"
+    SCALED_DOWN = "scaled down"
     UNCHANGED = "unchanged"
 
 
 @dataclass(frozen=True)
 class Action:
+    """What to do about one container: one replica of one real step."""
+
     type: ActionType
     step: str
     cause: Cause
     detail: str = ""
+    replica: int = 1
+    replicated: bool = False  # the step runs (or ran) as several replicas
+
+    @property
+    def who(self) -> str:
+        return names.replica_label(self.step, self.replica, self.replicated)
 
     def line(self) -> str:
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.type.value:<9} {self.step:<28} {self.cause.value}{detail}"
+        return f"{self.type.value:<9} {self.who:<28} {self.cause.value}{detail}"
+
+
+def _decide(plan: Plan, step: RealStep, current: Observed | None,
+            recreate: bool) -> tuple[ActionType, Cause, str]:
+    if current is None:
+        return ActionType.CREATE, Cause.MISSING, ""
+    running_rev = current.labels.get(labels.REVISION, "")
+    if recreate:
+        return ActionType.RECREATE, Cause.FORCED, ""
+    if running_rev != step.revision:
+        return (ActionType.RECREATE, Cause.COMPONENT_CHANGED,
+                f"{running_rev or '?'} -> {step.revision}")
+    if current.labels.get(labels.CONFIG_HASH) != step.config_hash(plan.flow):
+        return ActionType.RECREATE, Cause.CONFIG_CHANGED, ""
+    if current.status in ("exited", "dead", "created"):
+        cause = (Cause.STOPPED if current.exit_code in (0, 143) else
+                 Cause.KILLED if current.exit_code == 137 and not current.oom_killed else
+                 Cause.CRASHED)
+        return ActionType.RECREATE, cause, f"exit code {current.exit_code}"
+    return ActionType.KEEP, Cause.UNCHANGED, ""
 
 
 def reconcile(plan: Plan, observed: Iterable[Observed], recreate: bool = False) -> list[Action]:
-    by_step = {o.labels.get(labels.STEP, ""): o for o in observed}
+    """One action per planned replica of each step, then one per container left over."""
+    by_replica = {(o.labels.get(labels.STEP, ""), labels.replica_of(o.labels)): o
+                  for o in observed}
     actions: list[Action] = []
     for step in plan.steps:
-        current = by_step.pop(step.id, None)
-        if current is None:
-            actions.append(Action(ActionType.CREATE, step.id, Cause.MISSING))
-            continue
-        running_rev = current.labels.get(labels.REVISION, "")
-        if recreate:
-            actions.append(Action(ActionType.RECREATE, step.id, Cause.FORCED))
-        elif running_rev != step.revision:
-            actions.append(Action(ActionType.RECREATE, step.id, Cause.COMPONENT_CHANGED,
-                                  f"{running_rev or '?'} -> {step.revision}"))
-        elif current.labels.get(labels.CONFIG_HASH) != step.config_hash(plan.flow):
-            actions.append(Action(ActionType.RECREATE, step.id, Cause.CONFIG_CHANGED))
-        elif current.status in ("exited", "dead", "created"):
-            cause = (Cause.STOPPED if current.exit_code in (0, 143) else
-                     Cause.KILLED if current.exit_code == 137 and not current.oom_killed else
-                     Cause.CRASHED)
-            actions.append(Action(ActionType.RECREATE, step.id, cause,
-                                  f"exit code {current.exit_code}"))
-        else:
-            actions.append(Action(ActionType.KEEP, step.id, Cause.UNCHANGED))
-    for step_id in sorted(by_step):
-        actions.append(Action(ActionType.REMOVE, step_id, Cause.ORPHAN))
+        for replica in range(1, step.replicas + 1):
+            current = by_replica.pop((step.id, replica), None)
+            kind, cause, detail = _decide(plan, step, current, recreate)
+            actions.append(Action(kind, step.id, cause, detail, replica, step.replicas > 1))
+    left = sorted(by_replica)
+    for step_id, replica in left:
+        planned = plan.step(step_id)
+        several = planned is not None or any(s == step_id and r > 1 for s, r in left)
+        actions.append(Action(ActionType.REMOVE, step_id,
+                              Cause.SCALED_DOWN if planned else Cause.ORPHAN,
+                              replica=replica, replicated=several))
     return actions
 
 

@@ -43,9 +43,10 @@ class PlainRenderer:
         t = f"[{state.elapsed(now):6.1f}s]"
         if isinstance(event, StepPhase):
             detail = f" ({event.detail})" if event.detail else ""
-            self._print(f"{t} {event.step:<28} {event.phase.value}{detail}")
+            who = state.who(event.step, event.replica)
+            self._print(f"{t} {who:<28} {event.phase.value}{detail}")
         elif isinstance(event, StepLog):
-            self._print(prefix(event.step) + readable(event.line))
+            self._print(prefix(state.who(event.step, event.replica)) + readable(event.line))
         elif isinstance(event, BuildOutput):
             if self.build_output:
                 self._print(prefix(f"build {event.component}") + event.line)
@@ -75,10 +76,11 @@ class JsonRenderer:
     def event(self, event: Event, state: FlowState, now: float) -> None:
         record: dict[str, Any] = {"elapsed": round(state.elapsed(now), 3)}
         if isinstance(event, StepPhase):
-            record |= {"event": "phase", "step": event.step, "phase": event.phase.value,
-                       "detail": event.detail}
+            record |= {"event": "phase", "step": event.step, "replica": event.replica,
+                       "phase": event.phase.value, "detail": event.detail}
         elif isinstance(event, StepLog):
-            record |= {"event": "log", "step": event.step, "line": event.line}
+            record |= {"event": "log", "step": event.step, "replica": event.replica,
+                       "line": event.line}
         elif isinstance(event, BuildOutput):
             record |= {"event": "build", "component": event.component, "line": event.line}
         elif isinstance(event, Notice):
@@ -140,7 +142,8 @@ class RichRenderer:
             detail = step.detail
             if step.phase is Phase.BUILDING:
                 detail = self.last_build.get(step.detail, detail)
-            table.add_row(step.step, step.kind, f"[{style}]{step.phase.value}[/]",
+            shown = step.step + (f" ×{step.replicas}" if step.replicas > 1 else "")
+            table.add_row(shown, step.kind, f"[{style}]{step.phase.value}[/]",
                           f"{max(now - step.since, 0):.1f}s", detail)
         table.caption = f"elapsed {state.elapsed(now):.1f}s"
         return table
@@ -149,7 +152,8 @@ class RichRenderer:
         if isinstance(event, BuildOutput):
             self.last_build[event.component] = event.line.strip()
         elif isinstance(event, StepLog):
-            self.console.print(f"[dim]{prefix(event.step)}[/]{_escape(readable(event.line))}",
+            who = state.who(event.step, event.replica)
+            self.console.print(f"[dim]{prefix(who)}[/]{_escape(readable(event.line))}",
                                highlight=False)
         elif isinstance(event, Notice):
             style = {"info": "bold", "warning": "yellow", "error": "bold red"}[event.level]
@@ -205,11 +209,15 @@ def _n(value: int | None) -> str:
 
 def print_status(status: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
-    rows = [("step", "kind", "component", "rev", "state", "live", "up", "restarts",
+    replicated = any(s.replicas > 1 for s in status.steps)
+    rows = [("step", "kind", "component", "rev", "state", "live",
+             *(("replicas",) if replicated else ()), "up", "restarts",
              "waiting", "processed", "errors")]
     for s in status.steps:
         rows.append((s.step, s.kind, f"{s.component}:{s.function}", s.revision,
-                     s.state, "yes" if s.live else "no", _age(s.uptime), str(s.restarts),
+                     s.state, "yes" if s.live else "no",
+                     *((f"{s.replicas_live}/{s.replicas} live",) if replicated else ()),
+                     _age(s.uptime), str(s.restarts),
                      _n(s.waiting), _n(s.processed), _n(s.errors)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out.write(f"flow {status.flow}  ({status.source})\n")
@@ -232,6 +240,10 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
             notes.append(f"{s.step}: {s.state.upper()}: {s.why}")
         if s.remedy:
             notes.append(f"{s.step}: to bring it back: {s.remedy}")
+        for each in s.each:
+            if not each["live"]:
+                notes.append(f"{s.step}#{each['replica']}: {each['state']}, not live "
+                             f"({each['container']})")
         if s.stale:
             notes.append(f"{s.step}: STALE: {s.stale}")
         if s.leak:

@@ -168,6 +168,7 @@ class Sailor:
         self.step_id = env["ELASTICIO_STEP_ID"]
         self.function = env["ELASTICIO_FUNCTION"]
         self.kind = env.get("FLOWRUN_KIND", "action")
+        self.replica = int(env.get("FLOWRUN_REPLICA", "1") or 1)
         self.exchange = env["ELASTICIO_PUBLISH_MESSAGES_TO"]
         self.input_queue = env.get("ELASTICIO_LISTEN_MESSAGES_ON")
         self.keys = {
@@ -465,13 +466,15 @@ class Sailor:
         assert self.confirms is not None
         live_key = self.keys["data"].rsplit(".", 1)[0] + ".live"
         self.confirms.publish(self.exchange, live_key, json.dumps(
-            {"step": self.step_id, "pid": os.getpid(), "at": time.time()}).encode(),
+            {"step": self.step_id, "replica": self.replica, "pid": os.getpid(),
+             "at": time.time()}).encode(),
             pika.BasicProperties(delivery_mode=1, content_type="application/json"))
         if not self.confirm_outputs():
             return
         self.live = True
         self.write_state()
-        log(f"{LIVE_MARKER} step={self.step_id} function={self.function} kind={self.kind}")
+        log(f"{LIVE_MARKER} step={self.step_id} function={self.function} kind={self.kind}"
+            + (f" replica={self.replica}" if self.replica > 1 else ""))
 
     def run_consumer(self) -> None:
         assert self.input_queue

@@ -24,6 +24,7 @@ class StepPhase:
     step: str
     phase: Phase
     detail: str = ""
+    replica: int = 1  # which of a replicated step's containers
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class BuildOutput:
 class StepLog:
     step: str
     line: str
+    replica: int = 1
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ reconcile planned and reports progress as events.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flowrun.broker.platform import (
@@ -48,6 +49,8 @@ from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener, s
 from flowrun.supervise.lock import FlowLock
 
 START_WORKERS = 8
+# A rolling replacement waits this long for each new replica to come live.
+ROLL_LIVE_TIMEOUT = 60.0
 DEFAULT_GRACE = 10.0
 # Steps run as a uid that no account of the host has: a host user cannot read a
 # step's /proc/<pid>/environ or its config file by sharing its uid.
@@ -84,16 +87,22 @@ def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[by
     return files
 
 
-def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker) -> ContainerSpec:
+def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker,
+              replica: int = 1) -> ContainerSpec:
     is_mapper = step.kind is StepKind.MAPPER
+    name = names.container(plan.flow, step.id, replica)
+    env = {**step.env(plan.flow), "FLOWRUN_REPLICA": str(replica)}
+    if step.runtime is Runtime.NODE:
+        env["ELASTICIO_CONTAINER_ID"] = name
     return ContainerSpec(
-        name=names.container(plan.flow, step.id),
+        name=name,
         image=step.image,
-        env=step.env(plan.flow),
+        env=env,
         labels={
             labels.ROLE: labels.ROLE_STEP,
             labels.FLOW: plan.flow,
             labels.STEP: step.id,
+            labels.REPLICA: str(replica),
             labels.REVISION: step.revision,
             labels.CONFIG_HASH: step.config_hash(plan.flow),
             labels.KIND: step.kind.value,
@@ -128,7 +137,7 @@ def record_labels(plan: Plan) -> dict[str, str]:
     return {
         labels.FLOW: plan.flow,
         labels.ROLE: labels.ROLE_RECORD,
-        labels.STEPS: json.dumps([[s.id, s.kind.value] for s in plan.steps],
+        labels.STEPS: json.dumps([[s.id, s.kind.value, s.replicas] for s in plan.steps],
                                  separators=(",", ":")),
         labels.SOURCE: str(plan.source.resolve()),
     }
@@ -150,8 +159,8 @@ class Executor:
     def put(self, event: Event) -> None:
         self.events.put(event)
 
-    def retire(self, step: str) -> None:
-        follower = self.followers.pop(step, None)
+    def retire(self, container: str) -> None:
+        follower = self.followers.pop(container, None)
         if follower is not None:
             follower.retired.set()
 
@@ -161,11 +170,13 @@ class Executor:
             self.engine_watcher = EngineWatcher(self.engine, flow, self.put,
                                                 self.stop_following).start()
 
-    def follow(self, container_id: str, step: str, from_now: bool = False) -> None:
+    def follow(self, name: str, container_id: str, step: str, replica: int,
+               from_now: bool = False) -> None:
         # By id, not name: a replacement has the same name, and the old container's
         # follower must end with it rather than follow the new one a second time.
-        self.followers[step] = Follower(self.engine, container_id, step, self.put,
-                                        self.stop_following, from_now=from_now).start()
+        self.followers[name] = Follower(self.engine, container_id, step, self.put,
+                                        self.stop_following, from_now=from_now,
+                                        replica=replica).start()
 
     # ------------------------------------------------------------ apply
 
@@ -197,21 +208,19 @@ class Executor:
             self._apply(plan, actions, grace)
 
     def _apply(self, plan: Plan, actions: Sequence[Action], grace: float) -> None:
-        todo = {a.step: a for a in actions}
-        to_start = [s for s in plan.steps
-                    if todo.get(s.id) and todo[s.id].type in (ActionType.CREATE,
-                                                                ActionType.RECREATE)]
-        removals = [a.step for a in actions if a.type is ActionType.REMOVE]
+        starts = [a for a in actions if a.type in (ActionType.CREATE, ActionType.RECREATE)]
+        removals = [a for a in actions if a.type is ActionType.REMOVE]
+        kept = [a for a in actions if a.type is ActionType.KEEP]
+        started_steps = {a.step for a in starts}
         # Builds and the broker's boot overlap: both take seconds on a cold start.
         mapper = load_mapper()
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prepare") as pool:
             services_future = pool.submit(self._ensure_platform, mapper)
-            self._build_all(plan, to_start)
+            self._build_all(plan, [s for s in plan.steps if s.id in started_steps])
             services_future.result()
         self._check_cancelled()
-        kept = [s for s in plan.steps if (a := todo.get(s.id)) and a.type is ActionType.KEEP]
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
-            list(pool.map(lambda s: self._keep(plan, s), kept))
+            list(pool.map(lambda a: self._keep(plan, a.step, a.replica), kept))
         flow = plan.flow
         networks = ((names.network(flow), False), (names.internal_network(flow), True))
         assert self.services is not None
@@ -249,25 +258,34 @@ class Executor:
         # made only after the topology (a sailor retries its login, and its step-info
         # call, until then).
         index = {s.id: i for i, s in enumerate(plan.steps)}
+        tasks: list[Callable[[], None]] = [lambda: self._prepare_flow(plan)]
+        for step in plan.steps:
+            mine = [a for a in starts if a.step == step.id]
+            # A replicated step is replaced one replica at a time, each new one live
+            # before the next old one stops: its queue never lacks a consumer.
+            rolling = [a for a in mine if a.type is ActionType.RECREATE and step.replicas > 1]
+            tasks += [functools.partial(self._replace, plan, step, index[step.id], grace,
+                                        a.replica) for a in mine if a not in rolling]
+            if rolling:
+                tasks.append(functools.partial(self._roll, plan, step, index[step.id], grace,
+                                               [a.replica for a in rolling]))
+        tasks += [functools.partial(self._remove, plan.flow, a.step, a.replica, grace)
+                  for a in removals]
         with ThreadPoolExecutor(max_workers=START_WORKERS + 1,
                                 thread_name_prefix="start") as pool:
-            futures = [pool.submit(self._prepare_flow, plan)]
-            futures += [pool.submit(self._replace, plan, s, index[s.id], grace)
-                        for s in to_start]
-            futures += [pool.submit(self._remove, plan.flow, step_id, grace)
-                        for step_id in removals]
-            for future in futures:
+            for future in [pool.submit(task) for task in tasks]:
                 future.result()
 
-    def _keep(self, plan: Plan, step: RealStep) -> None:
-        self.put(StepPhase(step.id, Phase.WARMING, "unchanged, running"))
-        kept = self.engine.find(names.container(plan.flow, step.id))
+    def _keep(self, plan: Plan, step: str, replica: int) -> None:
+        self.put(StepPhase(step, Phase.WARMING, "unchanged, running", replica))
+        name = names.container(plan.flow, step, replica)
+        kept = self.engine.find(name)
         if kept is not None:
             # Its sailor's own word says whether it is live; its old log lines are
             # history, so follow from now on.
             if sailor_state(self.engine, kept).get("live"):
-                self.put(StepPhase(step.id, Phase.LIVE))
-            self.follow(kept.id, step.id, from_now=True)
+                self.put(StepPhase(step, Phase.LIVE, replica=replica))
+            self.follow(name, kept.id, step, replica, from_now=True)
 
     def _prepare_flow(self, plan: Plan) -> None:
         broker = self.broker
@@ -331,29 +349,53 @@ class Executor:
             for future in [pool.submit(build, image) for image in by_image]:
                 future.result()
 
-    def _replace(self, plan: Plan, step: RealStep, index: int, grace: float) -> None:
+    def _replace(self, plan: Plan, step: RealStep, index: int, grace: float,
+                 replica: int = 1) -> None:
         assert self.broker is not None
         self._check_cancelled()
-        name = names.container(plan.flow, step.id)
+        name = names.container(plan.flow, step.id, replica)
         if self.engine.find(name) is not None:
             # The old container finishes the message in hand, acks it and exits; what
             # it had prefetched goes back to the queue for the new one.
-            self.put(StepPhase(step.id, Phase.STOPPING, "replacing"))
-            self.retire(step.id)
+            self.put(StepPhase(step.id, Phase.STOPPING, "replacing", replica))
+            self.retire(name)
             self.engine.stop(name, grace)
             self.engine.remove(name)
-        self.put(StepPhase(step.id, Phase.STARTING))
-        container_id = self.engine.run(step_spec(plan, step, index, self.broker))
-        self.put(StepPhase(step.id, Phase.WARMING))
-        self.follow(container_id, step.id)
+        self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
+        container_id = self.engine.run(step_spec(plan, step, index, self.broker, replica))
+        self.put(StepPhase(step.id, Phase.WARMING, replica=replica))
+        self.follow(name, container_id, step.id, replica)
 
-    def _remove(self, flow: str, step_id: str, grace: float) -> None:
-        self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow"))
-        self.retire(step_id)
-        name = names.container(flow, step_id)
+    def _roll(self, plan: Plan, step: RealStep, index: int, grace: float,
+              replicas: Sequence[int]) -> None:
+        """Replace replicas one after another; stop at one that does not come live,
+        leaving the rest on their old revision."""
+        for n, replica in enumerate(replicas):
+            self._replace(plan, step, index, grace, replica)
+            if n + 1 < len(replicas):
+                self._wait_live(plan.flow, step.id, replica)
+
+    def _wait_live(self, flow: str, step: str, replica: int) -> None:
+        name = names.container(flow, step, replica)
+        deadline = time.monotonic() + ROLL_LIVE_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_cancelled()
+            current = self.engine.find(name)
+            if current is not None and sailor_state(self.engine, current).get("live"):
+                return
+            time.sleep(0.2)
+        who = names.replica_label(step, replica, True)
+        raise FlowFailed(f"{who} was not live {ROLL_LIVE_TIMEOUT:.0f} s after its start; its "
+                         f"other replicas keep running their previous revision; see "
+                         f"`flowrun logs {flow} {step}`")
+
+    def _remove(self, flow: str, step_id: str, replica: int, grace: float) -> None:
+        self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow", replica))
+        name = names.container(flow, step_id, replica)
+        self.retire(name)
         self.engine.stop(name, grace)
         self.engine.remove(name)
-        self.put(StepPhase(step_id, Phase.STOPPED))
+        self.put(StepPhase(step_id, Phase.STOPPED, replica=replica))
 
     # ------------------------------------------------------------ down
 
@@ -404,14 +446,15 @@ class Executor:
         observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
         removed = [o.name for o in observed]
 
-        def stop(o_name: str, step: str) -> None:
-            self.put(StepPhase(step, Phase.STOPPING))
-            self.engine.stop(o_name, grace)
-            self.engine.remove(o_name)
-            self.put(StepPhase(step, Phase.STOPPED))
+        def stop(o: Observed) -> None:
+            step, replica = o.labels.get(labels.STEP, o.name), labels.replica_of(o.labels)
+            self.put(StepPhase(step, Phase.STOPPING, replica=replica))
+            self.engine.stop(o.name, grace)
+            self.engine.remove(o.name)
+            self.put(StepPhase(step, Phase.STOPPED, replica=replica))
 
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="stop") as pool:
-            list(pool.map(lambda o: stop(o.name, o.labels.get(labels.STEP, o.name)), observed))
+            list(pool.map(stop, observed))
         # Every part is tried, so one that Docker refuses (a network it still thinks in
         # use) does not leave the rest behind; what failed is said at the end.
         failed: list[str] = []

@@ -47,8 +47,9 @@ class Follower:
 
     def __init__(self, engine: Engine, name: str, step: str, put: Callable[[Event], None],
                  stop: threading.Event, from_now: bool = False, timestamps: bool = False,
-                 outlive: bool = False) -> None:
+                 outlive: bool = False, replica: int = 1) -> None:
         self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
+        self.replica = replica
         self.from_now, self.timestamps = from_now, timestamps
         # outlive: when followed by name, wait for a replacement instead of ending
         # (`flowrun logs -f` across a redeploy).
@@ -77,8 +78,8 @@ class Follower:
                 for line in self.engine.logs(self.name, follow=True, since=since,
                                              timestamps=self.timestamps):
                     if LIVE_MARKER in line or NODE_LIVE_MARKER in line:
-                        self.put(StepPhase(self.step, Phase.LIVE))
-                    self.put(StepLog(self.step, line))
+                        self.put(StepPhase(self.step, Phase.LIVE, replica=self.replica))
+                    self.put(StepLog(self.step, line, self.replica))
                     if self.stop.is_set():
                         return
                 if self.stop.is_set() or self.retired.is_set():
@@ -86,15 +87,17 @@ class Follower:
                 after = self.engine.find(self.name)
                 if after is None:
                     continue
-                self.put(StepPhase(self.step, Phase.CRASHED, self._exit_reason(after)))
+                self.put(StepPhase(self.step, Phase.CRASHED, self._exit_reason(after),
+                                   self.replica))
             elif observed.status in ("exited", "dead") and observed.restart_count == 0 and (
                 since is None
             ):
                 # It died before we attached: show what it said, then wait for a restart.
                 for line in self.engine.logs(self.name, tail=20):
-                    self.put(StepLog(self.step, line))
+                    self.put(StepLog(self.step, line, self.replica))
                 self.put(StepPhase(self.step, Phase.CRASHED,
-                                  describe_exit(observed.exit_code, observed.oom_killed)))
+                                   describe_exit(observed.exit_code, observed.oom_killed),
+                                   self.replica))
                 since = observed.started_at
             # Docker restarts it after its backoff; wait for the next start.
             self.stop.wait(0.2)
@@ -152,9 +155,10 @@ class LiveListener:
                 if self.stop.is_set():
                     break
                 if method is not None:
-                    step = json.loads(body).get("step")
-                    if step:
-                        self.put(StepPhase(step, Phase.LIVE))
+                    said = json.loads(body)
+                    step, replica = said.get("step"), said.get("replica", 1)
+                    if step and isinstance(replica, int):
+                        self.put(StepPhase(step, Phase.LIVE, replica=replica))
             connection.close()
         except Exception:  # broker restarts end this listener; followers carry on
             return

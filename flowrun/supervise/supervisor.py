@@ -193,10 +193,11 @@ class Supervisor:
         self.replan = replan
         now = self.clock()
         run = Run(plan, options, FlowState(plan.flow, now, {
-            s.id: StepState(s.id, s.kind.value, since=now) for s in plan.steps}))
+            s.id: StepState(s.id, s.kind.value, since=now, replicas=s.replicas)
+            for s in plan.steps}))
         self.renderer.begin(run.state)
         for action in changes(actions):
-            self.events.put(Notice(f"{action.type.value} {action.step}: {action.cause.value}"
+            self.events.put(Notice(f"{action.type.value} {action.who}: {action.cause.value}"
                                    + (f" ({action.detail})" if action.detail else "")))
         self._install_signals()
         self._apply(run, plan, actions)
@@ -334,6 +335,9 @@ class Supervisor:
     def _apply(self, run: Run, plan: Plan, actions: Sequence[Action],
                what: str = "up") -> None:
         run.plan = plan
+        for step in plan.steps:  # a redeploy may scale a step
+            if step.id in run.state.steps:
+                run.state.steps[step.id].replicas = step.replicas
         run.applying, run.applying_what = True, what
         self.apply_thread = self.executor.apply_async(plan, actions, run.options.grace,
                                                       heal=what == "heal")
@@ -342,11 +346,10 @@ class Supervisor:
         if self._taken_down(run):
             return
         due = {key for key, h in run.healing.items() if h.due is not None and h.due <= now}
-        wanted = {a.step: a for a in self.actions_for(run.plan)}
         todo: list[Action] = []
-        for step in sorted(due - {BROKER}):
-            action = wanted.get(step)
-            if action is None or action.type not in (ActionType.CREATE, ActionType.RECREATE):
+        for action in self.actions_for(run.plan):
+            if action.step not in due or action.type not in (ActionType.CREATE,
+                                                             ActionType.RECREATE):
                 continue  # Docker restarted it, or we replaced it ourselves: nothing to do
             if action.cause is Cause.MISSING:
                 action = dataclasses.replace(action, cause=Cause.REMOVED)
@@ -366,7 +369,7 @@ class Supervisor:
         for action in todo:
             attempt = run.healing[action.step].attempts
             again = f"; brought back {attempt} times lately" if attempt > 1 else ""
-            self.events.put(Notice(f"heal {action.step}: {action.cause.value}"
+            self.events.put(Notice(f"heal {action.who}: {action.cause.value}"
                                    + (f" ({action.detail})" if action.detail else "")
                                    + again, "warning"))
         self._apply(run, run.plan, todo, "heal")
@@ -394,7 +397,7 @@ class Supervisor:
             self.events.put(Notice("change seen; no step's revision changed"))
             return
         for action in todo:
-            self.events.put(Notice(f"redeploy {action.step}: {action.cause.value}"))
+            self.events.put(Notice(f"redeploy {action.who}: {action.cause.value}"))
         self._apply(run, plan, todo, "redeploy")
 
     # ------------------------------------------------------------ around the loop
@@ -443,21 +446,14 @@ def _repeats(state: FlowState, event: Event) -> bool:
     if not isinstance(event, StepPhase) or event.phase is not Phase.LIVE:
         return False
     step = state.steps.get(event.step)
-    return step is not None and step.phase is Phase.LIVE
+    return step is not None and step.replica_live(event.replica)
 
 
 def _update(state: FlowState, event: Event, now: float) -> None:
     if isinstance(event, StepPhase):
         step = state.steps.get(event.step)
-        if step is None:
-            return
-        if event.phase is Phase.CRASHED:
-            step.crashes += 1
-        if event.phase is Phase.LIVE and step.live_at is None:
-            step.live_at = now
-        if event.phase is not Phase.LIVE:
-            step.live_at = None
-        step.phase, step.detail, step.since = event.phase, event.detail, now
+        if step is not None:
+            step.set_phase(event.replica, event.phase, event.detail, now)
     elif isinstance(event, StepLog):
         step = state.steps.get(event.step)
         if step is not None:

@@ -45,6 +45,9 @@ class Sink:
     flow: str
     step: str
     seen: Counter[int] = field(default_factory=Counter)
+    # With `keep`, the value of that body field per seq (which replica handled it, say).
+    keep: str | None = None
+    kept: dict[int, Any] = field(default_factory=dict)
 
     @property
     def queue(self) -> str:
@@ -66,9 +69,12 @@ class Sink:
                 ch = conn.channel()
                 for method, props, body in ch.consume(self.queue, inactivity_timeout=0.5):
                     if method is not None:
-                        seq = decode(keys, body, props)["headers"].get("seq")
+                        message = decode(keys, body, props)
+                        seq = message["headers"].get("seq")
                         if seq is not None:  # not ours: the flow's own trigger made it
                             self.seen[int(seq)] += 1
+                            if self.keep is not None:
+                                self.kept[int(seq)] = (message.get("body") or {}).get(self.keep)
                         ch.basic_ack(method.delivery_tag)
                     if len(self.seen) >= count or time.monotonic() > deadline:
                         break

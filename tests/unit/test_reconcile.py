@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from flowrun.core import labels
 from flowrun.core.observed import Observed
@@ -64,3 +65,60 @@ def test_changed_config_and_crash_and_orphan() -> None:
 def test_forced_recreate() -> None:
     actions = reconcile(PLAN, everything_running(), recreate=True)
     assert {(a.type, a.cause) for a in actions} == {(ActionType.RECREATE, Cause.FORCED)}
+
+
+def scaled(replicas: int) -> Any:
+    """The orders plan with its action `enrich` (and the mapper before it) scaled."""
+    steps = tuple(replace(s, replicas=replicas) if s.id in ("enrich", "mapper.fetch.enrich")
+                  else s for s in PLAN.steps)
+    return replace(PLAN, steps=steps)
+
+
+def replica(step_id: str, n: int, **overrides: str) -> Observed:
+    o = observed(step_id, **overrides)
+    return replace(o, name=f"{o.name}.{n}", labels={**o.labels, labels.REPLICA: str(n)})
+
+
+def test_scaling_up_creates_only_the_new_replicas() -> None:
+    actions = reconcile(scaled(3), everything_running())
+    changed = [(a.type, a.who, a.cause) for a in actions if a.type is not ActionType.KEEP]
+    assert changed == [
+        (ActionType.CREATE, "mapper.fetch.enrich#2", Cause.MISSING),
+        (ActionType.CREATE, "mapper.fetch.enrich#3", Cause.MISSING),
+        (ActionType.CREATE, "enrich#2", Cause.MISSING),
+        (ActionType.CREATE, "enrich#3", Cause.MISSING),
+    ]
+    kept = [a.who for a in actions if a.type is ActionType.KEEP]
+    assert "enrich#1" in kept and "fetch" in kept
+
+
+def test_scaling_down_removes_the_highest_replicas_and_keeps_the_first() -> None:
+    running = everything_running() + [replica("enrich", 2), replica("enrich", 3)]
+    actions = reconcile(PLAN, running)
+    assert [(a.type, a.who, a.cause) for a in actions if a.type is not ActionType.KEEP] == [
+        (ActionType.REMOVE, "enrich#2", Cause.SCALED_DOWN),
+        (ActionType.REMOVE, "enrich#3", Cause.SCALED_DOWN),
+    ]
+    assert "remove    enrich#2                     scaled down" in actions_text(actions)
+
+
+def test_a_new_revision_recreates_every_replica_and_a_dead_one_alone() -> None:
+    plan = scaled(2)
+    running = everything_running()
+    running[2] = observed("enrich", **{labels.REVISION: "old"})
+    running += [replica("enrich", 2, **{labels.REVISION: "old"}),
+                replica("mapper.fetch.enrich", 2)]
+    running[1] = replace(running[1], status="exited", exit_code=137)
+    changed = [(a.type, a.who, a.cause) for a in reconcile(plan, running)
+               if a.type is not ActionType.KEEP]
+    assert changed == [
+        (ActionType.RECREATE, "mapper.fetch.enrich#1", Cause.KILLED),
+        (ActionType.RECREATE, "enrich#1", Cause.COMPONENT_CHANGED),
+        (ActionType.RECREATE, "enrich#2", Cause.COMPONENT_CHANGED),
+    ]
+
+
+def test_replicas_are_not_part_of_a_steps_config() -> None:
+    enrich, wider = PLAN.step("enrich"), scaled(4).step("enrich")
+    assert enrich is not None and wider is not None and wider.replicas == 4
+    assert enrich.config_hash("orders") == wider.config_hash("orders")

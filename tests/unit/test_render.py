@@ -48,8 +48,8 @@ def test_json_renderer_emits_one_object_per_event() -> None:
     assert records[0] == {"event": "begin", "flow": "orders", "steps": ["fetch"]}
     assert [r["event"] for r in records[1:]] == ["phase", "build", "phase", "log", "phase",
                                                  "notice"]
-    assert records[5] == {"elapsed": 1.2, "event": "phase", "step": "fetch", "phase": "live",
-                          "detail": ""}
+    assert records[5] == {"elapsed": 1.2, "event": "phase", "step": "fetch", "replica": 1,
+                          "phase": "live", "detail": ""}
 
 
 def test_status_table_flags_stale_leaking_and_crash_looping_steps() -> None:

@@ -3,6 +3,7 @@ executor: warm-up, timeout, interrupts, redeploys one at a time, and healing."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -61,13 +62,16 @@ class FakeEngine:
         self.containers: dict[str, Observed] = {}
         self.taken_down = False  # `flowrun down` from another terminal removed the record
 
-    def run(self, plan: Plan, step: str, status: str = "running", exit_code: int = 0) -> None:
+    def run(self, plan: Plan, step: str, status: str = "running", exit_code: int = 0,
+            replica: int = 1) -> None:
         s = plan.step(step)
         assert s is not None
-        self.containers[step] = Observed(
-            id=f"id-{step}", name=f"flowrun.{plan.flow}.{step}",
+        key = step if replica == 1 else f"{step}.{replica}"
+        self.containers[key] = Observed(
+            id=f"id-{key}", name=f"flowrun.{plan.flow}.{key}",
             labels={"io.flowrun.step": step, "io.flowrun.revision": s.revision,
-                    "io.flowrun.config-hash": s.config_hash(plan.flow)},
+                    "io.flowrun.config-hash": s.config_hash(plan.flow),
+                    "io.flowrun.replica": str(replica)},
             status=status, started_at=datetime.now(UTC), finished_at=None, restart_count=0,
             exit_code=exit_code, oom_killed=False, error="", env={}, ports={})
 
@@ -98,11 +102,11 @@ class FakeExecutor:
         self.applied.append(list(actions))
         for a in actions:
             if a.type in (ActionType.CREATE, ActionType.RECREATE):
-                self.engine.run(plan, a.step)
+                self.engine.run(plan, a.step, replica=a.replica)
                 if self.live_on_apply:
-                    self.events.put(StepPhase(a.step, Phase.LIVE))
+                    self.events.put(StepPhase(a.step, Phase.LIVE, replica=a.replica))
             elif a.type is ActionType.KEEP and self.live_on_apply:
-                self.events.put(StepPhase(a.step, Phase.LIVE))
+                self.events.put(StepPhase(a.step, Phase.LIVE, replica=a.replica))
         if self.finish_apply:
             self.events.put(ApplyDone())
         thread = threading.Thread(target=lambda: None)
@@ -298,3 +302,35 @@ def test_a_flow_taken_down_from_elsewhere_is_not_brought_back() -> None:
     supervisor.finish(run)
     assert len(executor.applied) == 1  # nothing healed
     assert any("taken down" in n for n in recorder.notices())
+
+
+def test_a_replicated_step_is_live_once_every_replica_is_and_heals_the_one_gone() -> None:
+    plan = dataclasses.replace(PLAN, steps=tuple(
+        dataclasses.replace(s, replicas=3) if s.id == "enrich" else s for s in PLAN.steps))
+    supervisor, engine, executor, recorder, clock = make(live_on_apply=False)
+    run = supervisor.start(plan, UpOptions())
+    supervisor.pump(run)
+    assert [a.who for a in executor.applied[0] if a.step == "enrich"] == [
+        "enrich#1", "enrich#2", "enrich#3"]
+    for step in plan.steps:
+        for n in range(1, step.replicas + 1):
+            if (step.id, n) != ("enrich", 3):
+                supervisor.events.put(StepPhase(step.id, Phase.LIVE, replica=n))
+    supervisor.pump(run)
+    enrich = run.state.steps["enrich"]
+    assert not run.warmed and enrich.phase is Phase.PENDING
+    assert enrich.detail.startswith("2/3 live")
+    supervisor.events.put(StepPhase("enrich", Phase.LIVE, replica=3))
+    supervisor.pump(run)
+    assert run.warmed and enrich.phase is Phase.LIVE and enrich.detail == "3/3 live"
+    # One replica removed by hand: only it comes back.
+    del engine.containers["enrich.2"]
+    supervisor.events.put(ContainerGone("enrich", "removed"))
+    supervisor.pump(run)
+    clock.now += HEAL_FIRST + 0.1
+    supervisor.pump(run)
+    assert [(a.who, a.cause.value) for a in executor.applied[-1]] == [("enrich#2", "removed")]
+    supervisor.pump(run)
+    assert "heal enrich#2: removed" in recorder.notices()
+    supervisor.events.put(Interrupted(1))
+    until_stopped(supervisor, run)
