@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLOW ?= sample_flows/orders.yaml
 
-.PHONY: install npm chromium engine images up down test unit lint bench bench-quick clean
+.PHONY: install npm chromium engine images swarm-images up down test unit lint bench bench-quick clean
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,13 +29,17 @@ engine:
 images: engine
 	scripts/build-base-images
 
+# The swarm tests' Docker-in-Docker nodes and registry (tests/swarm).
+swarm-images: engine
+	scripts/build-swarm-node-image
+
 up: install npm images
 	$(BIN)/flowrun up $(FLOW)
 
 down: install
 	$(BIN)/flowrun down --all
 
-test: install npm chromium images
+test: install npm chromium images swarm-images
 	$(BIN)/python -m pytest -q -ra
 
 unit: install
@@ -45,7 +49,7 @@ lint: install
 	$(BIN)/ruff check flowrun tests bench
 	$(BIN)/mypy flowrun
 
-bench: install npm images
+bench: install npm images swarm-images
 	$(BIN)/python bench/run.py
 
 bench-quick: install npm images

@@ -21,9 +21,10 @@ UI_PORT = 8411
 
 
 def _engine() -> Any:
-    from flowrun.engine.adapter import Engine
+    from flowrun.engine.swarm import connect_engine
 
-    return Engine()
+    # On a swarm manager, the registry its nodes pull flowrun's images from.
+    return connect_engine(os.environ.get("FLOWRUN_REGISTRY") or None)
 
 
 def _resolve_flow(engine: Any, flow: str | None, must_run: bool = True,

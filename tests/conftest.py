@@ -24,6 +24,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/engine/" in str(item.fspath):
             item.add_marker(pytest.mark.engine)
+        if "/swarm/" in str(item.fspath):
+            item.add_marker(pytest.mark.engine)
+            item.add_marker(pytest.mark.swarm)
 
 
 def _unavailable(reason: str) -> None:

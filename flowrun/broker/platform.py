@@ -111,8 +111,8 @@ def _from_container(engine: Engine, secret: str) -> Services | None:
     observed = engine.find(names.SERVICES_CONTAINER)
     if observed is None or not observed.running:
         return None
-    port = engine.inspect(names.SERVICES_CONTAINER).ports.get(f"{SERVICES_PORT}/tcp")
-    return Services(port=port, token=admin_token(secret)) if port else None
+    port = observed.ports.get(f"{SERVICES_PORT}/tcp")
+    return Services(port=port, token=admin_token(secret), host=observed.host) if port else None
 
 
 def find_services(engine: Engine, broker: Broker) -> Services | None:
@@ -141,7 +141,7 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
             command=["python3", "-m", "flowrun_sailor.services"],
             # Root inside its own container: it owns the volume its state lives on.
             user="0:0",
-            network=names.BROKER_NETWORK, memory="256m",
+            network=names.BROKER_NETWORK, aliases=(names.SERVICES_ALIAS,), memory="256m",
             ports={f"{SERVICES_PORT}/tcp": ("127.0.0.1", None)},
             volumes={names.SERVICES_DATA_VOLUME: str(DATA_DIR)},
             files={str(CONFIG_FILE): (config, 0o400)},

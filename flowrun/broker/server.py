@@ -212,7 +212,7 @@ def _from_observed(engine: Engine, name: str) -> Broker | None:
     password = observed.env.get(ADMIN_PASS_ENV)
     if not (amqp and http and password):
         return None
-    return Broker(amqp_port=amqp, http_port=http, admin_pass=password)
+    return Broker(amqp_port=amqp, http_port=http, admin_pass=password, host=observed.host)
 
 
 def _admin_secret(engine: Engine) -> str:
@@ -262,7 +262,7 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
             labels={labels.ROLE: labels.ROLE_BROKER},
             command=["sh", "-c", _START],
             user="rabbitmq",
-            network=names.BROKER_NETWORK,
+            network=names.BROKER_NETWORK, aliases=(names.BROKER_ALIAS,),
             memory=BROKER_MEMORY,
             # Loopback only: the host reaches it, nothing else does.
             ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},

@@ -44,6 +44,7 @@ class StepStatus:
     # For a step that is not live: what happened, and what brings it back.
     why: str | None = None
     remedy: str | None = None
+    node: str | None = None  # on a swarm: the node(s) its task(s) run on
     replicas: int = 1  # as planned
     replicas_live: int = 0
     # Each replica's container, for a replicated step: name, state, live, restarts.
@@ -260,10 +261,10 @@ def flow_status(engine: Engine, flow: str,
             stale=_stale(o, current), leak=state.get("leak"),
             crash_looping=o.name in looping,
             last_lines=tuple(engine.logs(o.name, tail=LAST_LINES)) if o.name in looping else (),
-            why=why, remedy=remedy, replicas_live=int(live),
+            why=why, remedy=remedy, replicas_live=int(live), node=o.node or None,
             each=({"replica": labels.replica_of(o.labels), "container": o.name,
                    "state": "hung" if hung else o.status, "live": live,
-                   "restarts": o.restart_count},),
+                   "restarts": o.restart_count, "node": o.node or None},),
         ))
     source = (observed[0].labels.get(labels.SOURCE, "") if observed else
               raw_record.get(labels.SOURCE, ""))
@@ -335,5 +336,6 @@ def _combine(parts: list[StepStatus], replicas: int, source: str) -> StepStatus:
         stale=next((p.stale for p in parts if p.stale), None),
         leak=next((p.leak for p in parts if p.leak), None),
         why=why, remedy=remedy, replicas=replicas, replicas_live=live,
+        node=",".join(dict.fromkeys(p.node for p in parts if p.node)) or None,
         each=tuple(e for p in parts for e in p.each),
     )

@@ -37,6 +37,8 @@ class Observed:
     env: Mapping[str, str]
     ports: Mapping[str, int]
     image: str = ""
+    node: str = ""  # on a swarm: the node its task runs on
+    host: str = "127.0.0.1"  # where its published ports are reached from the host
 
     @property
     def running(self) -> bool:

@@ -53,6 +53,10 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 class Engine:
+    """One Docker host. (engine/swarm.py: a swarm manager, behind the same calls.)"""
+
+    swarm = False
+
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         try:
             self.client = client or docker.from_env(timeout=120)
@@ -160,6 +164,12 @@ class Engine:
             self.api.put_archive(created["Id"], "/", _tar(spec.files, spec.files_owner))
         self.api.start(created["Id"])
         return str(created["Id"])
+
+    def replace(self, spec: ContainerSpec, grace: float) -> str:
+        """Stop and remove the container of that name, then create and start `spec`."""
+        self.stop(spec.name, grace)
+        self.remove(spec.name)
+        return self.run(spec)
 
     def stop(self, name: str, grace: float) -> None:
         """TERM, `grace` seconds, then KILL (Docker's own stop does exactly this)."""

@@ -210,13 +210,15 @@ def _n(value: int | None) -> str:
 def print_status(status: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     replicated = any(s.replicas > 1 for s in status.steps)
+    on_nodes = any(s.node for s in status.steps)  # a swarm
     rows = [("step", "kind", "component", "rev", "state", "live",
-             *(("replicas",) if replicated else ()), "up", "restarts",
-             "waiting", "processed", "errors")]
+             *(("replicas",) if replicated else ()), *(("node",) if on_nodes else ()),
+             "up", "restarts", "waiting", "processed", "errors")]
     for s in status.steps:
         rows.append((s.step, s.kind, f"{s.component}:{s.function}", s.revision,
                      s.state, "yes" if s.live else "no",
                      *((f"{s.replicas_live}/{s.replicas} live",) if replicated else ()),
+                     *((s.node or "-",) if on_nodes else ()),
                      _age(s.uptime), str(s.restarts),
                      _n(s.waiting), _n(s.processed), _n(s.errors)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

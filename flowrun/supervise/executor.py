@@ -166,6 +166,8 @@ class Executor:
 
     def watch_engine(self, flow: str) -> None:
         """Hear Docker say when a step's container (or the broker's) dies or goes."""
+        if self.engine.swarm:
+            return  # a swarm restarts and reschedules tasks itself
         if self.engine_watcher is None:
             self.engine_watcher = EngineWatcher(self.engine, flow, self.put,
                                                 self.stop_following).start()
@@ -354,15 +356,18 @@ class Executor:
         assert self.broker is not None
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
+        spec = step_spec(plan, step, index, self.broker, replica)
         if self.engine.find(name) is not None:
             # The old container finishes the message in hand, acks it and exits; what
-            # it had prefetched goes back to the queue for the new one.
+            # it had prefetched goes back to the queue for the new one. (On a swarm the
+            # new task starts first.)
             self.put(StepPhase(step.id, Phase.STOPPING, "replacing", replica))
             self.retire(name)
-            self.engine.stop(name, grace)
-            self.engine.remove(name)
-        self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
-        container_id = self.engine.run(step_spec(plan, step, index, self.broker, replica))
+            self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
+            container_id = self.engine.replace(spec, grace)
+        else:
+            self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
+            container_id = self.engine.run(spec)
         self.put(StepPhase(step.id, Phase.WARMING, replica=replica))
         self.follow(name, container_id, step.id, replica)
 

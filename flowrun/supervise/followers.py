@@ -32,9 +32,11 @@ def sailor_state(engine: Engine, o: Observed) -> dict[str, Any]:
     its log has said so since this start of its container."""
     if not o.running:
         return {}
-    if o.labels.get(labels.RUNTIME) == Runtime.NODE.value:
+    if o.labels.get(labels.RUNTIME) == Runtime.NODE.value or engine.swarm:
+        # (On a swarm a task's files are on its node, out of reach: its log tells.)
         lines = engine.logs(o.name, since=o.started_at)
-        return {"live": any(NODE_LIVE_MARKER in line for line in lines)}
+        return {"live": any(NODE_LIVE_MARKER in line or LIVE_MARKER in line
+                            for line in lines)}
     raw = engine.read_file(o.name, STATE_FILE)
     try:
         return dict(json.loads(raw)) if raw else {}

@@ -139,3 +139,24 @@ class Stream(threading.Thread):
             except ERRORS:
                 self.resent += 1  # the unconfirmed one goes again: maybe a duplicate
                 time.sleep(0.2)
+
+
+class ConsumerWatch(threading.Thread):
+    """Samples the consumer count of a queue (AMQP's passive declare: no stats lag)."""
+
+    def __init__(self, engine: Any, flow: str, queue: str) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.flow, self.queue = engine, flow, queue
+        self.counts: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        broker = find_broker(self.engine)
+        assert broker is not None
+        connection = broker.connect(self.flow)
+        channel = connection.channel()
+        while not self.stop.is_set():
+            declared = channel.queue_declare(self.queue, passive=True)
+            self.counts.append(declared.method.consumer_count)
+            time.sleep(0.02)
+        connection.close()

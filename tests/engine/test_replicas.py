@@ -5,15 +5,13 @@ down removes the extra replicas."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from flowrun.broker.server import find_broker
 from flowrun.core import names
 from tests.conftest import COMPONENTS, flowrun, make_component, unique, wait_for, write_flow
-from tests.engine.stream import Sink, Stream
+from tests.engine.stream import ConsumerWatch, Sink, Stream
 
 COUNT = 1500
 WORK = """import os, time
@@ -34,27 +32,6 @@ def steps_yaml(work: Path, replicas: int) -> str:
     function: go
     replicas: {replicas}
 """
-
-
-class ConsumerWatch(threading.Thread):
-    """Samples the consumer count of a queue (AMQP's passive declare: no stats lag)."""
-
-    def __init__(self, engine: Any, flow: str, queue: str) -> None:
-        super().__init__(daemon=True)
-        self.engine, self.flow, self.queue = engine, flow, queue
-        self.counts: list[int] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        broker = find_broker(self.engine)
-        assert broker is not None
-        connection = broker.connect(self.flow)
-        channel = connection.channel()
-        while not self.stop.is_set():
-            declared = channel.queue_declare(self.queue, passive=True)
-            self.counts.append(declared.method.consumer_count)
-            time.sleep(0.02)
-        connection.close()
 
 
 def test_replicas_share_a_queue_roll_without_a_gap_and_scale_down(

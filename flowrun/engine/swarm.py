@@ -1,0 +1,430 @@
+"""The engine adapter for a Docker Swarm manager: every ContainerSpec becomes a swarm
+service of one task, so the executor, reconcile and status work on a swarm as on
+one host.
+
+What differs from one host, and how:
+
+- **Images** reach the nodes through the registry the user names
+  (`FLOWRUN_REGISTRY`): built on the manager as on one host, then tagged
+  `<registry>/<name>:<revision>` and pushed, unless the registry has it already.
+- **Files** written into a container before it starts (a step's secrets) become
+  Docker secrets mounted at the same path, owned by the step's uid, mode 0400.
+  A secret's name carries a digest of its content (secrets cannot change).
+- **Networks** are attachable overlays. A service cannot join a running service's
+  network without restarting it, so the broker and the platform services do not
+  join each flow's networks: every task of a flow also joins the broker's own
+  overlay network (internal: it leads nowhere else), where it reaches them by
+  the same aliases (`broker`, `platform`).
+- **Published ports** are published on the node that runs the task (`mode=host`:
+  this kernel class has no IPVS for the routing mesh), and a service with a named
+  volume stays on the manager, where its volume is: the broker and the services.
+- **Replacing** a container is a rolling update of its service that starts the
+  new task before it stops the old one.
+- **Every service uses `endpoint_mode=dnsrr`** (no virtual IPs without IPVS).
+- Docker Swarm restarts a task that dies and reschedules it when its node is
+  lost: an attached `up` does not watch container events here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import (
+    EndpointSpec,
+    NetworkAttachmentConfig,
+    Placement,
+    Resources,
+    RestartPolicy,
+    SecretReference,
+    ServiceMode,
+    UpdateConfig,
+)
+
+from flowrun.core import labels, names
+from flowrun.core.observed import Observed
+from flowrun.engine.adapter import ContainerSpec, Engine, _parse_time
+from flowrun.errors import BadInput, EngineError
+
+# Task states before a task runs; swarm moves it on by itself.
+_STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
+             "starting"}
+# Task states after it ran; with restart condition `any`, swarm starts another.
+_ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+SERVICE_NAME_MAX = 63
+LOG_TIMEOUT = 10.0  # a log read from a lost node must end (swarm's own would hang)
+
+
+def service_name(container: str) -> str:
+    """A container's (or network's) name as a swarm name: those are DNS labels (no
+    '.', at most 63 characters). A name with '.' keeps its parts, joined by '_', and
+    gains a digest of the original, so two names never meet in one."""
+    if "." not in container and len(container) <= SERVICE_NAME_MAX:
+        return container
+    digest = hashlib.sha256(container.encode()).hexdigest()[:8]
+    return f"{container.replace('.', '_')[:SERVICE_NAME_MAX - 9]}-{digest}"
+
+
+def _memory_bytes(value: str | None) -> int | None:
+    if not value:
+        return None
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    suffix = value[-1].lower()
+    return int(value[:-1]) * units[suffix] if suffix in units else int(value)
+
+
+def _secret_name(service: str, path: str, content: bytes) -> str:
+    digest = hashlib.sha256(content).hexdigest()[:12]
+    base = f"{service}.{path.strip('/').replace('/', '-')}"
+    return f"{base[:50]}.{digest}"
+
+
+class SwarmEngine(Engine):
+    """A Docker endpoint that is a swarm manager (DOCKER_HOST=tcp://manager:2375)."""
+
+    swarm = True
+
+    def __init__(self, client: docker.DockerClient | None = None,
+                 registry: str | None = None) -> None:
+        super().__init__(client)
+        info = self.client.info().get("Swarm") or {}
+        self.node_id = str(info.get("NodeID") or "")
+        self.registry = registry
+        self._pushed: set[str] = set()
+        self._lock = threading.Lock()
+        self._push_locks: dict[str, threading.Lock] = {}
+        self._nodes: dict[str, tuple[str, str]] = {}  # node id -> (hostname, address)
+
+    # ------------------------------------------------------------ images
+
+    def registry_image(self, image: str) -> str:
+        """The image as the nodes pull it, pushed to the registry when it is not there.
+        One push per image at a time (replicas start together; a registry answers
+        concurrent pushes of one blob with errors)."""
+        if self.registry is None:
+            raise BadInput("the Docker engine is a swarm manager: name the registry its nodes "
+                           "pull from, e.g. FLOWRUN_REGISTRY=registry.example:5000")
+        remote = f"{self.registry}/{image}"
+        with self._lock:
+            lock = self._push_locks.setdefault(remote, threading.Lock())
+        with lock:
+            if remote in self._pushed:
+                return remote
+            try:
+                self.api.inspect_distribution(remote)
+            except docker.errors.APIError:
+                self._push(image, remote)
+            self._pushed.add(remote)
+        return remote
+
+    def _push(self, image: str, remote: str) -> None:
+        repository, _, tag = remote.rpartition(":")
+        self.api.tag(image, repository, tag)
+        error = ""
+        for _attempt in range(3):
+            error = ""
+            for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    error = str(chunk["error"])
+            if not error:
+                return
+            time.sleep(1.0)
+        raise EngineError(f"pushing {remote} to the registry failed: {error}")
+
+    # ------------------------------------------------------------ nodes
+
+    def _node(self, node_id: str) -> tuple[str, str]:
+        if node_id not in self._nodes:
+            try:
+                attrs = self.api.inspect_node(node_id)
+                self._nodes[node_id] = (str(attrs["Description"]["Hostname"]),
+                                        str(attrs["Status"].get("Addr") or ""))
+            except docker.errors.APIError:
+                return node_id[:12], ""
+        return self._nodes[node_id]
+
+    def manager_address(self) -> str:
+        return self._node(self.node_id)[1]
+
+    # ------------------------------------------------------------ services as containers
+
+    def observe(self, label_filter: Mapping[str, str | None]) -> list[Observed]:
+        filters = [k if v is None else f"{k}={v}" for k, v in label_filter.items()]
+        out = []
+        for service in self.api.services(filters={"label": filters}):
+            observed = self._observed(service)
+            if observed is not None:
+                out.append(observed)
+        return out
+
+    def inspect(self, name_or_id: str) -> Observed:
+        try:
+            service = self.api.inspect_service(service_name(name_or_id))
+        except docker.errors.NotFound:
+            raise
+        observed = self._observed(service)
+        if observed is None:
+            raise docker.errors.NotFound(f"service {name_or_id} has gone")
+        return observed
+
+    def _observed(self, service: dict[str, Any]) -> Observed | None:
+        spec = service["Spec"]
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        svc_labels = dict(spec.get("Labels") or {})
+        try:
+            tasks = self.api.tasks(filters={"service": service["ID"]})
+        except docker.errors.NotFound:
+            return None
+        tasks.sort(key=lambda t: t["Version"]["Index"])
+        current = next((t for t in reversed(tasks) if t.get("DesiredState") == "running"),
+                       tasks[-1] if tasks else None)
+        state = (current or {}).get("Status", {}).get("State", "pending")
+        status = ("running" if state == "running" else "restarting" if state in _STARTING
+                  else "exited" if state == "complete" else "restarting")
+        ended = [t for t in tasks if t["Status"]["State"] in _ENDED and t is not current]
+        last = ended[-1] if ended else None
+        exit_code = int(((last or {}).get("Status", {}).get("ContainerStatus") or {})
+                        .get("ExitCode") or 0)
+        node, address = self._node(current["NodeID"]) if current and current.get("NodeID") \
+            else ("", "")
+        ports: dict[str, int] = {}
+        for port in ((current or {}).get("Status", {}).get("PortStatus") or {}).get("Ports") \
+                or []:
+            ports[f"{port['TargetPort']}/{port.get('Protocol', 'tcp')}"] = int(
+                port["PublishedPort"])
+        env = dict(item.split("=", 1) for item in container.get("Env") or [] if "=" in item)
+        return Observed(
+            id=service["ID"], name=str(spec["Name"]), labels=svc_labels, status=status,
+            started_at=_parse_time((current or {}).get("Status", {}).get("Timestamp"))
+            if state == "running" else None,
+            finished_at=None, restart_count=len(ended), exit_code=exit_code,
+            oom_killed=False, error=str((current or {}).get("Status", {}).get("Err") or ""),
+            env=env, ports=ports, image=str(container.get("Image", "")).split("@")[0],
+            node=node, host=address or "127.0.0.1",
+        )
+
+    def run(self, spec: ContainerSpec) -> str:
+        name = service_name(spec.name)
+        template = self._template(spec, name)
+        service = self.api.create_service(name=name, labels=dict(spec.labels), **template)
+        return str(service["ID"])
+
+    def replace(self, spec: ContainerSpec, grace: float) -> str:
+        """A rolling update: the new task starts before the old one stops."""
+        name = service_name(spec.name)
+        try:
+            current = self.api.inspect_service(name)
+        except docker.errors.NotFound:
+            return self.run(spec)
+        forced = int(current["Spec"]["TaskTemplate"].get("ForceUpdate") or 0) + 1
+        template = self._template(spec, name, forced)
+        self.api.update_service(current["ID"], version=current["Version"]["Index"],
+                                name=name, labels=dict(spec.labels), fetch_current_spec=False,
+                                **template)
+        self._forget_old_secrets(name, keep={s["SecretName"] for s in
+                                            template["task_template"]["ContainerSpec"]
+                                            .get("Secrets") or []})
+        return str(current["ID"])
+
+    def _template(self, spec: ContainerSpec, name: str, forced: int = 0) -> dict[str, Any]:
+        """`forced`: a new value makes swarm replace the task even with an equal spec."""
+        secrets = [self._secret(name, path, content, mode, spec.files_owner)
+                   for path, (content, mode) in sorted(spec.files.items())]
+        networks = []
+        if spec.network:
+            networks.append(NetworkAttachmentConfig(service_name(spec.network),
+                                                    aliases=list(spec.aliases) or None))
+        if spec.labels.get(labels.ROLE) in (labels.ROLE_STEP, labels.ROLE_HOOK) and (
+                spec.network != names.BROKER_NETWORK):
+            networks.append(NetworkAttachmentConfig(service_name(names.BROKER_NETWORK)))
+        mounts = [docker.types.Mount(path, volume, type="volume")
+                  for volume, path in spec.volumes.items()]
+        container = docker.types.ContainerSpec(
+            self.registry_image(spec.image), command=spec.command, env=dict(spec.env),
+            labels=dict(spec.labels), user=spec.user, hostname=spec.hostname,
+            mounts=mounts or None, secrets=secrets or None,
+            cap_drop=["ALL"] if spec.hardened else None,
+            stop_grace_period=int(10 * 1e9),
+        )
+        placement = Placement(constraints=[f"node.id=={self.node_id}"]) if spec.volumes \
+            else None
+        task_template = docker.types.TaskTemplate(
+            container_spec=container,
+            resources=Resources(mem_limit=_memory_bytes(spec.memory)),
+            restart_policy=RestartPolicy(condition="any" if spec.restart else "none",
+                                         delay=int(0.5 * 1e9)),
+            placement=placement, networks=networks,
+            log_driver={"Name": "json-file", "Options": {"max-size": "10m", "max-file": "2"}},
+            force_update=forced,
+        )
+        ports = [{"Protocol": port.split("/")[1], "TargetPort": int(port.split("/")[0]),
+                  "PublishMode": "host"} for port in spec.ports]
+        return {
+            "task_template": task_template,
+            "mode": ServiceMode("replicated", replicas=1),
+            "update_config": UpdateConfig(parallelism=1, order="start-first",
+                                          failure_action="pause"),
+            "endpoint_spec": EndpointSpec(mode="dnsrr", ports=ports or None),
+        }
+
+    def _secret(self, service: str, path: str, content: bytes, mode: int,
+                owner: int) -> SecretReference:
+        secret_name = _secret_name(service, path, content)
+        found = self.api.secrets(filters={"name": secret_name})
+        secret_id = next((s["ID"] for s in found if s["Spec"]["Name"] == secret_name), None)
+        if secret_id is None:
+            try:
+                secret_id = self.api.create_secret(
+                    secret_name, content, labels={labels.ROLE: "secret",
+                                                  f"{labels.PREFIX}.service": service})["ID"]
+            except docker.errors.APIError as e:
+                if e.status_code != 409:
+                    raise
+                secret_id = self.api.secrets(filters={"name": secret_name})[0]["ID"]
+        return SecretReference(secret_id, secret_name, filename=path, uid=str(owner),
+                               gid=str(owner), mode=mode)
+
+    def _forget_old_secrets(self, service: str, keep: set[str]) -> None:
+        for secret in self.api.secrets(filters={"label": f"{labels.PREFIX}.service={service}"}):
+            if secret["Spec"]["Name"] not in keep:
+                try:
+                    self.api.remove_secret(secret["ID"])
+                except docker.errors.APIError:
+                    pass  # still in use by a task that is stopping: the next down takes it
+
+    def stop(self, name: str, grace: float) -> None:
+        """Removing the service stops its task (TERM, its stop grace, KILL)."""
+        self.remove(name)
+
+    def remove(self, name: str) -> None:
+        service = service_name(name)
+        try:
+            self.api.remove_service(service)
+        except docker.errors.NotFound:
+            return
+        # Until its task has gone, its network endpoints are still in use.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if not self.api.tasks(filters={"service": service}):
+                    break
+            except docker.errors.APIError:
+                break
+            time.sleep(0.3)
+        self._forget_old_secrets(service, keep=set())
+
+    def restart(self, name: str, grace: float = 10) -> None:
+        current = self.api.inspect_service(service_name(name))
+        template = dict(current["Spec"]["TaskTemplate"])
+        template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        self.api.update_service(current["ID"], version=current["Version"]["Index"],
+                                task_template=template, fetch_current_spec=True)
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | str = "all",
+             since: datetime | int | None = None, timestamps: bool = False) -> Iterator[str]:
+        """A service's output. Read in a thread of its own and bounded: the manager's
+        log stream from a task on a lost node can stall for minutes. A followed
+        stream ends when the client's read times out; `logs -f` then attaches again."""
+        if isinstance(since, datetime):
+            since = int(since.timestamp())
+        try:
+            stream = self.api.service_logs(service_name(name), stdout=True, stderr=True,
+                                           follow=follow, tail=tail, timestamps=timestamps,
+                                           since=since or 0)
+        except (docker.errors.NotFound, docker.errors.APIError):
+            return
+        chunks: queue.Queue[bytes | None] = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for chunk in stream:
+                    chunks.put(chunk)
+            except (requests.exceptions.RequestException, docker.errors.APIError):
+                pass
+            finally:
+                chunks.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"logs-{name}").start()
+        deadline = None if follow else time.monotonic() + LOG_TIMEOUT
+        buffer = b""
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                chunk = chunks.get(timeout=left)
+            except queue.Empty:
+                break
+            if chunk is None:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace").rstrip("\r")
+        if buffer:
+            yield buffer.decode("utf-8", "replace")
+
+    def read_file(self, name: str, path: str) -> bytes | None:
+        return None  # a task's files are on its node: not readable through the manager
+
+    # ------------------------------------------------------------ networks
+
+    def ensure_network(self, name: str, network_labels: Mapping[str, str],
+                       internal: bool = False) -> None:
+        name = service_name(name)
+        if any(n.get("Name") == name for n in self.api.networks(names=[name])):
+            return
+        try:
+            self.api.create_network(name, driver="overlay", attachable=True,
+                                    labels=dict(network_labels), internal=internal,
+                                    check_duplicate=True)
+        except docker.errors.APIError as e:
+            if "already exists" not in str(e):
+                raise
+
+    def connect(self, container: str, network: str, aliases: list[str]) -> None:
+        """Nothing: a flow's tasks reach the broker and the services on the broker's
+        network (joining a running service to a network would restart it)."""
+
+    def remove_network(self, name: str) -> None:
+        name = service_name(name)
+        for net in self.api.networks(names=[name]):
+            if net.get("Name") != name:
+                continue
+            for attempt in range(60):
+                try:
+                    self.api.remove_network(net["Id"])
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError as e:
+                    if attempt == 59:
+                        raise EngineError(
+                            f"cannot remove network {name}: {e.explanation}") from None
+                    time.sleep(0.5)
+
+    # ------------------------------------------------------------ events
+
+    def container_events(self) -> Any:
+        raise EngineError("a swarm restarts and reschedules tasks itself")
+
+    def last_exit(self, container_id: str, since: datetime | None) -> tuple[int, bool] | None:
+        return None
+
+
+def connect_engine(registry: str | None = None) -> Engine:
+    """The engine DOCKER_HOST (or the local socket) names: a swarm manager gives a
+    SwarmEngine, any other engine the one-host Engine."""
+    engine = Engine()
+    swarm = engine.client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+        return SwarmEngine(engine.client, registry)
+    return engine
