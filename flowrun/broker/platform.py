@@ -132,7 +132,9 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
     started = False
     if observed is None:
         config = json.dumps({"secret": broker.admin_pass, "amqp": {
-            "host": BROKER_NAME, "port": 5672, "user": ADMIN_USER,
+            # On a swarm, any node of the broker's cluster.
+            "host": names.BROKER_ALIAS if engine.swarm else BROKER_NAME, "port": 5672,
+            "user": ADMIN_USER,
             "password": broker.admin_pass}}).encode()
         engine.run(ContainerSpec(
             name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,

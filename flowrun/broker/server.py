@@ -68,6 +68,15 @@ _START = (
     f'"max_message_size = {MAX_MESSAGE_BYTES}" '
     f'"vm_memory_high_watermark.absolute = {BROKER_MEMORY_WATERMARK}" '
     '"management.tcp.port = 15672" > /etc/rabbitmq/rabbitmq.conf '
+    # A cluster's node (on a swarm): its peers, and the cookie they share.
+    '&& if [ -n "$FLOWRUN_BROKER_PEERS" ]; then { '
+    'echo "cluster_formation.peer_discovery_backend = classic_config"; '
+    'echo "cluster_partition_handling = pause_minority"; i=0; '
+    'for peer in $FLOWRUN_BROKER_PEERS; do i=$((i+1)); '
+    'echo "cluster_formation.classic_config.nodes.$i = $peer"; done; '
+    '} >> /etc/rabbitmq/rabbitmq.conf; '
+    'rm -f "$HOME/.erlang.cookie"; printf %s "$FLOWRUN_BROKER_COOKIE" > "$HOME/.erlang.cookie"; '
+    'chmod 400 "$HOME/.erlang.cookie"; fi '
     '&& { echo "[rabbitmq_management]." > /etc/rabbitmq/enabled_plugins 2>/dev/null || true; } '
     "&& if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; "
     "then exec /usr/lib/rabbitmq/bin/rabbitmq-server; else exec rabbitmq-server; fi"
@@ -119,6 +128,13 @@ class Broker:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
+
+    def running_nodes(self) -> int:
+        """RabbitMQ nodes of its cluster that run (1 for a lone broker)."""
+        try:
+            return sum(1 for node in self.api("GET", "nodes", timeout=5) if node.get("running"))
+        except (OSError, ValueError):
+            return 0
 
     def ready(self) -> bool:
         try:
@@ -200,10 +216,21 @@ class Broker:
 
 
 def find_broker(engine: Engine) -> Broker | None:
-    observed = engine.find(BROKER_NAME)
-    if observed is None or not observed.running:
-        return None
-    return _from_observed(engine, observed.name)
+    """The broker the host talks to: on a swarm, the first running node of its
+    cluster (the manager's, while it runs)."""
+    for name in _broker_names(engine):
+        observed = engine.find(name)
+        if observed is not None and observed.running:
+            broker = _from_observed(engine, observed.name)
+            if broker is not None:
+                return broker
+    return None
+
+
+def _broker_names(engine: Engine) -> list[str]:
+    if not engine.swarm:
+        return [BROKER_NAME]
+    return [names.broker_node(i) for i in range(1, names.BROKER_CLUSTER_SIZE + 1)]
 
 
 def _from_observed(engine: Engine, name: str) -> Broker | None:
@@ -234,50 +261,91 @@ def forget_broker(engine: Engine) -> None:
     engine.remove_volume(names.BROKER_SECRET_RECORD)
 
 
+def _broker_spec(engine: Engine, name: str, peers: list[str] | None = None,
+                 node: str | None = None) -> ContainerSpec:
+    secret = _admin_secret(engine)
+    env = {"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
+           # Erlang's schedulers busy-wait for work by default: on a laptop or a
+           # 2-core CI machine that spin takes CPU from the steps themselves.
+           "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
+           ADMIN_PASS_ENV: secret}
+    if peers:
+        env["FLOWRUN_BROKER_PEERS"] = " ".join(f"rabbit@{peer}" for peer in peers)
+        env["FLOWRUN_BROKER_COOKIE"] = hmac.new(secret.encode(), b"erlang-cookie",
+                                                hashlib.sha256).hexdigest()[:32].upper()
+    return ContainerSpec(
+        name=name, image=broker_image(), hostname=name, env=env,
+        labels={labels.ROLE: labels.ROLE_BROKER},
+        command=["sh", "-c", _START],
+        user="rabbitmq",
+        network=names.BROKER_NETWORK, aliases=(names.BROKER_ALIAS, name),
+        memory=BROKER_MEMORY,
+        # Loopback only: the host reaches it, nothing else does. (On a swarm: published
+        # on the node that runs it.)
+        ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
+        volumes={names.BROKER_DATA_VOLUME: "/var/lib/rabbitmq"},
+        hardened=False, node=node,
+    )
+
+
 def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
-    """The host's broker, started if absent; returns (broker, started_now)."""
+    """The host's broker (a swarm's broker cluster), started if absent; returns
+    (broker, started_now)."""
+    image = broker_image()
+    if not engine.image_exists(image):
+        raise FlowFailed(
+            f"the broker image {image} is missing; run `make images` "
+            "(scripts/build-base-images) to build it without a registry"
+        )
+    # Its own network, never Docker's default bridge: on that, any container
+    # could reach the broker's ports directly.
+    engine.ensure_network(names.BROKER_NETWORK, {labels.ROLE: labels.ROLE_BROKER})
+    if engine.swarm:
+        return _ensure_cluster(engine, timeout)
     started = False
     observed = engine.find(BROKER_NAME)
     if observed is not None and not observed.running:
         engine.remove(BROKER_NAME)  # a stopped broker's published ports are gone; start anew
         observed = None
     if observed is None:
-        image = broker_image()
-        if not engine.image_exists(image):
-            raise FlowFailed(
-                f"the broker image {image} is missing; run `make images` "
-                "(scripts/build-base-images) to build it without a registry"
-            )
-        # Its own network, never Docker's default bridge: on that, any container
-        # could reach the broker's ports directly.
-        engine.ensure_network(names.BROKER_NETWORK, {labels.ROLE: labels.ROLE_BROKER})
-        engine.run(ContainerSpec(
-            name=BROKER_NAME, image=image, hostname=BROKER_NAME,
-            env={"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
-                 # Erlang's schedulers busy-wait for work by default: on a laptop or a
-                 # 2-core CI machine that spin takes CPU from the steps themselves.
-                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
-                     "+sbwt none +sbwtdcpu none +sbwtdio none",
-                 ADMIN_PASS_ENV: _admin_secret(engine)},
-            labels={labels.ROLE: labels.ROLE_BROKER},
-            command=["sh", "-c", _START],
-            user="rabbitmq",
-            network=names.BROKER_NETWORK, aliases=(names.BROKER_ALIAS,),
-            memory=BROKER_MEMORY,
-            # Loopback only: the host reaches it, nothing else does.
-            ports={"5672/tcp": ("127.0.0.1", None), "15672/tcp": ("127.0.0.1", None)},
-            volumes={names.BROKER_DATA_VOLUME: "/var/lib/rabbitmq"},
-            hardened=False,
-        ))
+        engine.run(_broker_spec(engine, BROKER_NAME))
         started = True
-    broker = None
+    return _wait_ready(engine, started, timeout), started
+
+
+def _wait_ready(engine: Engine, started: bool, timeout: float,
+                nodes: int = 1) -> Broker:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        broker = broker or _from_observed(engine, BROKER_NAME)
-        if broker is not None and broker.ready():
-            return broker, started
-        time.sleep(0.1)
+        broker = find_broker(engine)
+        if broker is not None and broker.ready() and (nodes == 1 or
+                                                      broker.running_nodes() >= nodes):
+            return broker
+        time.sleep(0.1 if nodes == 1 else 0.5)
     raise FlowFailed(
-        f"the broker ({BROKER_NAME}) did not accept connections within {timeout:.0f} s; "
-        f"see `docker logs {BROKER_NAME}`"
+        f"the broker ({', '.join(_broker_names(engine))}) did not accept connections"
+        f"{f' as a cluster of {nodes}' if nodes > 1 else ''} within {timeout:.0f} s; "
+        f"see `docker {'service ' if engine.swarm else ''}logs {_broker_names(engine)[0]}`"
     )
+
+
+def _ensure_cluster(engine: Any, timeout: float) -> tuple[Broker, bool]:
+    """A RabbitMQ cluster of up to three nodes, each a service pinned to a different
+    swarm node with its data on that node: a flow's quorum queues are replicated on
+    all of them, so losing one swarm node loses no message."""
+    placed = engine.ready_nodes()[:names.BROKER_CLUSTER_SIZE]
+    peers = [names.broker_node(i) for i in range(1, len(placed) + 1)]
+    started = False
+    for name, node in zip(peers, placed, strict=True):
+        if engine.find(name) is None:
+            engine.run(_broker_spec(engine, name, peers, node))
+            started = True
+    # A new cluster is waited for whole: quorum queues declared before every node has
+    # joined would have fewer members. One that lost a node meanwhile is used as it is.
+    return _wait_ready(engine, started, timeout * 2 if started else timeout,
+                       len(peers) if started else 1), started
+
+
+def broker_services(engine: Engine) -> list[str]:
+    """The broker's containers (services on a swarm) that exist."""
+    return [name for name in _broker_names(engine) if engine.find(name) is not None]

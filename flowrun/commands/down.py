@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 
 from flowrun.broker.platform import forget_services
-from flowrun.broker.server import BROKER_NAME, find_broker, forget_broker
+from flowrun.broker.server import broker_services, find_broker, forget_broker
 from flowrun.commands.status import running_flows
 from flowrun.core import names
 from flowrun.engine.adapter import Engine
@@ -41,10 +41,10 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
             engine.stop(names.SERVICES_CONTAINER, grace)
             engine.remove(names.SERVICES_CONTAINER)
             print(f"removed the platform services ({names.SERVICES_CONTAINER})")
-        if find_broker(engine) or engine.find(BROKER_NAME):
-            engine.stop(BROKER_NAME, grace)
-            engine.remove(BROKER_NAME)
-            print(f"removed the broker ({BROKER_NAME})")
+        for broker_name in broker_services(engine):
+            engine.stop(broker_name, grace)
+            engine.remove(broker_name)
+            print(f"removed the broker ({broker_name})")
         if purge:
             forget_broker(engine)
             forget_services(engine)

@@ -24,6 +24,15 @@ PREFIX = "flowrun"
 # ------------------------------------------------------------------ host-wide
 
 BROKER_CONTAINER = "flowrun-broker"
+# On a swarm, the broker is a RabbitMQ cluster: one service per broker node, each on
+# a different swarm node (`flowrun-broker-1`...), all reached as BROKER_ALIAS.
+BROKER_CLUSTER_SIZE = 3
+
+
+def broker_node(index: int) -> str:
+    return f"{BROKER_CONTAINER}-{index}"
+
+
 # The broker's own network: it publishes the broker's ports on loopback. Written
 # with '-' so it can never equal a flow's network (`flowrun.<flow>`).
 BROKER_NETWORK = "flowrun-broker"

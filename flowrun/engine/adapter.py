@@ -41,6 +41,7 @@ class ContainerSpec:
     files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
     files_owner: int = 0
     volumes: Mapping[str, str] = field(default_factory=dict)  # named volume -> mount path
+    node: str | None = None  # on a swarm: the node (id) it must run on
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -154,6 +154,12 @@ class SwarmEngine(Engine):
     def manager_address(self) -> str:
         return self._node(self.node_id)[1]
 
+    def ready_nodes(self) -> list[str]:
+        """Ids of the nodes that take tasks, this manager first."""
+        ready = [n["ID"] for n in self.api.nodes()
+                 if n["Status"]["State"] == "ready" and n["Spec"].get("Availability") == "active"]
+        return sorted(ready, key=lambda node: (node != self.node_id, node))
+
     # ------------------------------------------------------------ services as containers
 
     def observe(self, label_filter: Mapping[str, str | None]) -> list[Observed]:
@@ -254,8 +260,10 @@ class SwarmEngine(Engine):
             cap_drop=["ALL"] if spec.hardened else None,
             stop_grace_period=int(10 * 1e9),
         )
-        placement = Placement(constraints=[f"node.id=={self.node_id}"]) if spec.volumes \
-            else None
+        # A service with a named volume stays where its volume is: on the node it was
+        # placed on, else on the manager.
+        pinned = spec.node or (self.node_id if spec.volumes else None)
+        placement = Placement(constraints=[f"node.id=={pinned}"]) if pinned else None
         task_template = docker.types.TaskTemplate(
             container_spec=container,
             resources=Resources(mem_limit=_memory_bytes(spec.memory)),

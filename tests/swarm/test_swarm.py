@@ -2,8 +2,9 @@
 comes up across nodes, a replicated step shares a stream, a redeploy rolls while
 the stream runs, and a worker node stopped mid-stream loses no message.
 
-The broker runs on the manager (one broker node: the three-node RabbitMQ cluster
-of issue 12 is not built yet), so the node stopped here is a worker."""
+The broker is a RabbitMQ cluster of three nodes, one per swarm node, and a flow's
+quorum queues have a member on each: the node stopped here holds one of them,
+besides some of the flow's steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flowrun.broker.server import find_broker
 from flowrun.core import names
 from tests.conftest import COMPONENTS, ORDERS_STEPS, make_component, unique, wait_for, write_flow
 from tests.engine.stream import ConsumerWatch, Sink, Stream
@@ -48,6 +50,10 @@ def test_a_flow_comes_up_across_nodes_carries_messages_and_goes(
         assert "5 real steps live" in out, out
         steps = steps_of(swarm, name)
         assert all(s["live"] for s in steps.values()), steps
+        broker = find_broker(swarm_engine)
+        assert broker is not None and broker.running_nodes() == 3
+        queue = broker.queues(name)[names.input_queue(name, "enrich")]
+        assert queue["type"] == "quorum" and len(queue["members"]) == 3, queue
         nodes = {s["node"] for s in steps.values()}
         assert len(nodes) >= 2 and nodes <= {"node-1", "node-2", "node-3"}, nodes
         # Same labels, non-root user, no capabilities, a memory limit, dnsrr.
@@ -145,6 +151,8 @@ def test_a_worker_node_lost_mid_stream_loses_no_message(
                     load[node] += 1
         victim = max(load, key=lambda n: load[n])
         assert load[victim] > 0, steps
+        broker_nodes = {swarm_engine.find(names.broker_node(i)).node for i in (1, 2, 3)}
+        assert broker_nodes == {"node-1", "node-2", "node-3"}, broker_nodes
         sink = Sink(swarm_engine, name, "notify")
         sink.declare()
         stream = Stream(swarm_engine, name, "fetch", {
