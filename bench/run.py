@@ -32,6 +32,7 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import swarm  # noqa: E402
 from flowrun.broker.messaging import Sender, data_key, decode, make_message  # noqa: E402
 from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
@@ -408,8 +409,18 @@ def _rss_kb(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument("--no-swarm", action="store_true",
+                        help="leave out the swarm figures (they build a test swarm)")
+    parser.add_argument("--swarm-only", action="store_true", help="the swarm figures alone")
     args = parser.parse_args()
     engine = Engine()
+    if args.swarm_only:
+        with tempfile.TemporaryDirectory(prefix="flowrun-bench-") as tmp:
+            found = swarm.run(engine, Path(tmp), args.quick)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "swarm.json").write_text(json.dumps(found, indent=2))
+        print(render(swarm.rows(found)))
+        return
     ensure_broker(engine)
     runs = 1 if args.quick else 5
     sizes = [5, 21] if args.quick else [5, 21, 41]
@@ -433,6 +444,8 @@ def main() -> None:
         results.update(redeploy(engine, t, 1 if args.quick else 3))
         print("cold warm-up...", file=sys.stderr)
         results["cold_warmup_5"] = cold_warmup(engine, t)
+        if not args.no_swarm:
+            results.update(swarm.run(engine, t, args.quick))
     if len(sizes) > 1:
         first, last = sizes[0], sizes[-1]
         per_step = ((results[f"warmup_{last}"]["flowrun"]["median"]
@@ -493,6 +506,12 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
     f = r["footprint_mb"]
     rows.append(("footprint: supervisor / idle step", f"{f['supervisor']:.0f} / "
                  f"{f['idle_step']:.0f} MB", "-", "-", "<= 80 / 50 MB"))
+    if "swarm_warmup_5" in r:
+        rows.extend(swarm.rows(r))
+    return render(rows)
+
+
+def render(rows: list[tuple[str, str, str, str, str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
              for row in rows]

@@ -205,11 +205,13 @@ class Broker:
         for user in self.api("GET", "users") or []:
             if str(user.get("name", "")).startswith(f"{flow}."):
                 self._delete(f"users/{_q(user['name'])}")
-        self._delete(f"vhosts/{_q(names.vhost(flow))}")
+        # Deleting a vhost deletes its quorum queues on every member: on a cluster
+        # whose node is rejoining, that takes a while.
+        self._delete(f"vhosts/{_q(names.vhost(flow))}", timeout=90)
 
-    def _delete(self, path: str) -> None:
+    def _delete(self, path: str, timeout: float = 10) -> None:
         try:
-            self.api("DELETE", path)
+            self.api("DELETE", path, timeout=timeout)
         except urllib.error.HTTPError as e:
             if e.code != 404:
                 raise

@@ -193,8 +193,12 @@ class SwarmEngine(Engine):
         current = next((t for t in reversed(tasks) if t.get("DesiredState") == "running"),
                        tasks[-1] if tasks else None)
         state = (current or {}).get("Status", {}).get("State", "pending")
-        status = ("running" if state == "running" else "restarting" if state in _STARTING
-                  else "exited" if state == "complete" else "restarting")
+        one_shot = (spec["TaskTemplate"].get("RestartPolicy") or {}).get("Condition") == "none"
+        # A task swarm will (re)start is "restarting" to reconcile, not dead; a one-shot
+        # task (a shutdown hook) is "created" until it runs, "exited" once it ended.
+        status = ("running" if state == "running"
+                  else ("created" if one_shot else "restarting") if state in _STARTING
+                  else "exited" if state == "complete" or one_shot else "restarting")
         ended = [t for t in tasks if t["Status"]["State"] in _ENDED and t is not current]
         last = ended[-1] if ended else None
         exit_code = int(((last or {}).get("Status", {}).get("ContainerStatus") or {})
@@ -410,6 +414,7 @@ class SwarmEngine(Engine):
             for attempt in range(60):
                 try:
                     self.api.remove_network(net["Id"])
+                    self._wait_gone(net["Id"])
                     break
                 except docker.errors.NotFound:
                     break
@@ -418,6 +423,17 @@ class SwarmEngine(Engine):
                         raise EngineError(
                             f"cannot remove network {name}: {e.explanation}") from None
                     time.sleep(0.5)
+
+    def _wait_gone(self, network_id: str) -> None:
+        """A swarm removes a network after answering: a flow brought up again at once
+        would find it listed, skip creating it, and then not find it."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.api.inspect_network(network_id)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.2)
 
     # ------------------------------------------------------------ events
 

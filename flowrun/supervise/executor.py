@@ -486,7 +486,11 @@ class Executor:
             except OSError as e:
                 failed.append(f"the platform services: {services_error(e)}")
         if purge and broker is not None:
-            broker.purge_flow(flow)
+            try:
+                broker.purge_flow(flow)
+            except OSError as e:
+                failed.append(f"purging the queues of {flow}: {e}; `flowrun down --purge "
+                              f"{flow}` again removes them")
         if failed:
             raise EngineError("; ".join(failed))
         return removed

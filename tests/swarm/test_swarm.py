@@ -78,6 +78,11 @@ def test_a_flow_comes_up_across_nodes_carries_messages_and_goes(
         assert not sink.missing(200)
         logs = on_swarm(swarm, "logs", name, "notify", "--tail", "5").stdout
         assert "posted:" in logs, logs
+        # `send` and its `--expect` (a tail) through the cluster, as from a laptop.
+        sent = on_swarm(swarm, "send", name, json.dumps(
+            {"id": "o-9", "customer": {"first": "Ada", "last": "L", "email": "a@x.org"},
+             "items": [{"price": 3}]}), "--as", "fetch", "--expect", "notify").stdout
+        assert "Ada L" in sent, sent
         assert "nothing to do" in on_swarm(swarm, "up", "--dry-run", str(path)).stdout
     finally:
         on_swarm(swarm, "down", "--grace", "2", "--purge", name, check=False)
