@@ -4,8 +4,8 @@
 - warm-up of a 5-real-step flow, against the same services (images from the
   registry, overlay network, dnsrr, memory limit, user) created directly with the
   Docker SDK, until every task runs;
-- throughput of one step doing 20 ms of I/O-bound work per message (a call to an API), with 1 and with
-  3 replicas (the baseline is the 1-replica figure);
+- throughput of one step doing 20 ms of I/O-bound work per message (a call to an
+  API, say), with 1 and with 3 replicas (the baseline is the 1-replica figure);
 - a node's loss mid-stream: when swarm marks the node down (its own floor) and when
   messages reach the end of the flow again, with nothing lost.
 """
