@@ -236,6 +236,7 @@ def run(host_engine: Any, tmp: Path, quick: bool) -> dict[str, Any]:
         results["swarm_node_loss"] = node_loss(cluster, engine, tmp)
         return results
     finally:
+        cluster.close()
         remove_cluster(host_engine.client)
 
 

@@ -33,6 +33,7 @@ API_PORT = 2375
 class Cluster:
     host: Any  # the host's DockerClient
     manager_ip: str
+    _manager: Any = None
 
     @property
     def manager_url(self) -> str:
@@ -42,12 +43,16 @@ class Cluster:
     def registry(self) -> str:
         return REGISTRY_ADDRESS
 
-    def client(self, node: int = 0) -> Any:
-        """A DockerClient on a node's engine (0: the manager)."""
-        if node == 0:
-            return docker.DockerClient(base_url=self.manager_url, timeout=120)
-        return docker.DockerClient(base_url=f"tcp://{_ip(self.host, NODES[node])}:{API_PORT}",
-                                   timeout=120)
+    def client(self) -> Any:
+        """A DockerClient on the manager's engine (one, closed by `close`)."""
+        if self._manager is None:
+            self._manager = docker.DockerClient(base_url=self.manager_url, timeout=120)
+        return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
 
     def stop_node(self, node: int) -> None:
         self.host.containers.get(NODES[node]).stop(timeout=2)
@@ -67,10 +72,15 @@ def _ip(host: Any, name: str) -> str:
 
 def _answers(url: str) -> bool:
     try:
-        docker.DockerClient(base_url=url, timeout=3).ping()
-        return True
+        client = docker.DockerClient(base_url=url, timeout=3)  # asks for the version
     except Exception:  # not up yet
         return False
+    try:
+        return bool(client.ping())
+    except Exception:  # not up yet
+        return False
+    finally:
+        client.close()
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -129,9 +139,13 @@ def start_cluster(host: Any, images: list[str]) -> Cluster:
     manager.swarm.init(advertise_addr=cluster.manager_ip, listen_addr="0.0.0.0:2377")
     token = manager.swarm.attrs["JoinTokens"]["Worker"]
     for url in urls[1:]:
-        docker.DockerClient(base_url=url, timeout=60).swarm.join(
-            remote_addrs=[f"{cluster.manager_ip}:2377"], join_token=token,
-            advertise_addr=url.split("//")[1].split(":")[0], listen_addr="0.0.0.0:2377")
+        worker = docker.DockerClient(base_url=url, timeout=60)
+        try:
+            worker.swarm.join(remote_addrs=[f"{cluster.manager_ip}:2377"], join_token=token,
+                              advertise_addr=url.split("//")[1].split(":")[0],
+                              listen_addr="0.0.0.0:2377")
+        finally:
+            worker.close()
     _wait(lambda: sum(n.attrs["Status"]["State"] == "ready"
                       for n in manager.nodes.list()) == 3, 60, "three ready nodes")
     for image in images:

@@ -24,11 +24,12 @@ def swarm(engine: Any) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
+        cluster.close()
         remove_cluster(engine.client)
 
 
 @pytest.fixture(scope="session")
-def swarm_engine(swarm: Cluster) -> Any:
+def swarm_engine(swarm: Cluster) -> Iterator[Any]:
     """flowrun's own adapter on the manager, for the tests' streams and checks."""
     import docker
 
@@ -41,7 +42,8 @@ def swarm_engine(swarm: Cluster) -> Any:
         del os.environ["DOCKER_HOST"]
     assert engine.swarm, "the manager did not answer as a swarm manager"
     assert isinstance(engine.client, docker.DockerClient)
-    return engine
+    yield engine
+    engine.client.close()
 
 
 def on_swarm(swarm: Cluster, *args: str, timeout: float = 300,
