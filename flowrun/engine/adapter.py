@@ -228,8 +228,8 @@ class Engine:
                        internal: bool = False) -> None:
         """Create the network unless it exists. Callers hold the flow's lock: Docker
         itself lets two concurrent creates make two networks with one name."""
-        if self.api.networks(names=[name]):
-            return
+        if any(n.get("Name") == name for n in self.api.networks(names=[name])):
+            return  # (Docker's name filter matches substrings: `flowrun.a.internal`)
         try:
             self.api.create_network(name, driver="bridge", labels=dict(network_labels),
                                     internal=internal, check_duplicate=True)

@@ -57,8 +57,9 @@ from flowrun.errors import BadInput, EngineError
 # Task states before a task runs; swarm moves it on by itself.
 _STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
              "starting"}
-# Task states after it ran; with restart condition `any`, swarm starts another.
-_ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+# Task states of a task that ended badly; with restart condition `any`, swarm starts
+# another.
+_FAILED = {"failed", "rejected", "orphaned"}
 SERVICE_NAME_MAX = 63
 LOG_TIMEOUT = 10.0  # a log read from a lost node must end (swarm's own would hang)
 
@@ -172,10 +173,7 @@ class SwarmEngine(Engine):
         return out
 
     def inspect(self, name_or_id: str) -> Observed:
-        try:
-            service = self.api.inspect_service(service_name(name_or_id))
-        except docker.errors.NotFound:
-            raise
+        service = self.api.inspect_service(service_name(name_or_id))
         observed = self._observed(service)
         if observed is None:
             raise docker.errors.NotFound(f"service {name_or_id} has gone")
@@ -199,7 +197,9 @@ class SwarmEngine(Engine):
         status = ("running" if state == "running"
                   else ("created" if one_shot else "restarting") if state in _STARTING
                   else "exited" if state == "complete" or one_shot else "restarting")
-        ended = [t for t in tasks if t["Status"]["State"] in _ENDED and t is not current]
+        # Restarts: tasks that failed or were lost with their node, not those a rolling
+        # update shut down on purpose.
+        ended = [t for t in tasks if t["Status"]["State"] in _FAILED and t is not current]
         last = ended[-1] if ended else None
         exit_code = int(((last or {}).get("Status", {}).get("ContainerStatus") or {})
                         .get("ExitCode") or 0)
@@ -239,6 +239,8 @@ class SwarmEngine(Engine):
         self.api.update_service(current["ID"], version=current["Version"]["Index"],
                                 name=name, labels=dict(spec.labels), fetch_current_spec=False,
                                 **template)
+        # The old task still holds its secrets while it stops: what cannot go now goes
+        # at the next update or at `down`.
         self._forget_old_secrets(name, keep={s["SecretName"] for s in
                                             template["task_template"]["ContainerSpec"]
                                             .get("Secrets") or []})

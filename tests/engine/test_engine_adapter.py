@@ -30,3 +30,15 @@ def test_start_and_remove_a_real_container(engine: Any) -> None:
         engine.stop(name, 0)
         engine.remove(name)
     assert engine.find(name) is None
+
+
+def test_a_network_is_made_even_when_a_longer_name_contains_its_name(engine: Any) -> None:
+    # Docker's name filter matches substrings: `flowrun.n.internal` once hid `flowrun.n`.
+    name = f"flowrun.{uuid.uuid4().hex[:8]}"
+    engine.ensure_network(f"{name}.internal", {}, internal=True)
+    try:
+        engine.ensure_network(name, {})
+        assert [n["Name"] for n in engine.api.networks(names=[name]) if n["Name"] == name]
+    finally:
+        engine.remove_network(name)
+        engine.remove_network(f"{name}.internal")
