@@ -345,8 +345,8 @@ class SwarmEngine(Engine):
     def logs(self, name: str, *, follow: bool = False, tail: int | str = "all",
              since: datetime | int | None = None, timestamps: bool = False) -> Iterator[str]:
         """A service's output. Read in a thread of its own and bounded: the manager's
-        log stream from a task on a lost node can stall for minutes. A followed
-        stream ends when the client's read times out; `logs -f` then attaches again."""
+        log stream from a task on a lost node can stall for minutes. A read ends after
+        LOG_TIMEOUT; a followed one after that much silence once its node is down."""
         if isinstance(since, datetime):
             since = int(since.timestamp())
         try:
@@ -370,12 +370,17 @@ class SwarmEngine(Engine):
         deadline = None if follow else time.monotonic() + LOG_TIMEOUT
         buffer = b""
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = LOG_TIMEOUT if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 break
             try:
                 chunk = chunks.get(timeout=left)
             except queue.Empty:
+                # Followed and quiet: fine while its task's node is up; a lost node's
+                # stream would stall for minutes, so it ends (a follower attaches again
+                # to the task swarm starts elsewhere).
+                if deadline is None and self._node_up(name):
+                    continue
                 break
             if chunk is None:
                 break
@@ -385,6 +390,15 @@ class SwarmEngine(Engine):
                 yield line.decode("utf-8", "replace").rstrip("\r")
         if buffer:
             yield buffer.decode("utf-8", "replace")
+
+    def _node_up(self, name: str) -> bool:
+        try:
+            tasks = self.api.tasks(filters={"service": service_name(name),
+                                            "desired-state": "running"})
+            return all(self.api.inspect_node(t["NodeID"])["Status"]["State"] == "ready"
+                       for t in tasks if t.get("NodeID"))
+        except docker.errors.APIError:
+            return False
 
     def read_file(self, name: str, path: str) -> bytes | None:
         return None  # a task's files are on its node: not readable through the manager

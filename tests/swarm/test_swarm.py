@@ -9,13 +9,25 @@ besides some of the flow's steps."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from flowrun.broker.server import find_broker
 from flowrun.core import names
-from tests.conftest import COMPONENTS, ORDERS_STEPS, make_component, unique, wait_for, write_flow
+from tests.conftest import (
+    COMPONENTS,
+    ORDERS_STEPS,
+    ROOT,
+    make_component,
+    unique,
+    wait_for,
+    write_flow,
+)
 from tests.engine.stream import ConsumerWatch, Sink, Stream
 from tests.swarm.cluster import Cluster
 from tests.swarm.conftest import on_swarm
@@ -145,6 +157,7 @@ def test_a_worker_node_lost_mid_stream_loses_no_message(
         "function: upsertContact", "function: upsertContact\n    replicas: 2"))
     count = 2500
     stopped: int | None = None
+    follower: subprocess.Popen[str] | None = None
     try:
         on_swarm(swarm, "up", "-d", "--timeout", "180", str(path))
         steps = steps_of(swarm, name)
@@ -166,15 +179,38 @@ def test_a_worker_node_lost_mid_stream_loses_no_message(
         stream.start()
         time.sleep(2.0)
         before = stream.sent
+        # `logs -f` of a step on that node: it must outlive the node and show the
+        # step's task started elsewhere.
+        followed = next(step for step, s in steps.items() if victim in nodes_of(s))
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "flowrun", "logs", name, followed, "-f", "--tail", "0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "DOCKER_HOST": swarm.manager_url})
+        lines: list[str] = []
+        out = follower.stdout
+
+        def read() -> None:
+            try:
+                lines.extend(out or [])
+            except (ValueError, OSError):  # closed at the end of the test
+                pass
+
+        threading.Thread(target=read, daemon=True).start()
         stopped = int(victim.rsplit("-", 1)[1]) - 1
         swarm.stop_node(stopped)
         lost_at = time.monotonic()
         after = stream.sent
+        # A bounded read while the node is gone: it returns.
+        on_swarm(swarm, "logs", name, followed, "--tail", "3", timeout=60)
         # Swarm marks the node down and starts its tasks elsewhere; the stream ends.
         wait_for(lambda: all(s["live"] and victim not in nodes_of(s)
                              for s in steps_of(swarm, name).values()), 120,
                  f"every step live off {victim}")
         print(f"\nsteps live again {time.monotonic() - lost_at:.1f} s after {victim} stopped")
+        # Only lines from now on (--tail 0): the live line is the new task's.
+        wait_for(lambda: any("flowrun-sailor: live" in line for line in lines)
+                 or follower.poll() is not None, 90, f"`logs -f {followed}` to show its new task")
+        assert follower.poll() is None, f"logs -f ended: {lines[-5:]}"
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         assert 0 < before <= after < count, (before, after)
@@ -183,6 +219,11 @@ def test_a_worker_node_lost_mid_stream_loses_no_message(
         print(f"{len(sink.seen)}/{count} delivered, {sink.duplicates()} duplicate(s)")
         assert not missing, f"lost {len(missing)}, first {missing[:10]}"
     finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(10)
+            if follower.stdout is not None:
+                follower.stdout.close()
         if stopped is not None:
             swarm.start_node(stopped)
         on_swarm(swarm, "down", "--grace", "2", "--purge", name, check=False)
