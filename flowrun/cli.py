@@ -132,6 +132,9 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
 
     p = load_plan(flow, os.environ)
     engine = _engine()
+    if engine.swarm and engine.registry is None and not dry_run:
+        raise BadInput("the Docker engine (DOCKER_HOST) is a swarm manager: name the registry "
+                       "its nodes pull from, e.g. FLOWRUN_REGISTRY=registry.example:5000")
     renderer = choose(progress, sys.stdout.isatty(), bool(os.environ.get("CI")))
     supervisor = Supervisor(engine, renderer)
     if with_ui:

@@ -57,6 +57,14 @@ def test_a_flow_comes_up_across_nodes_carries_messages_and_goes(
         swarm: Cluster, swarm_engine: Any, tmp_path: Path) -> None:
     name = unique("swarm")
     path = write_flow(tmp_path, name, ORDERS_STEPS)
+    # No registry named: one line, exit 2, nothing started.
+    bare = subprocess.run([sys.executable, "-m", "flowrun", "up", "-d", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in {**os.environ,
+                                                 "DOCKER_HOST": swarm.manager_url}.items()
+                               if k != "FLOWRUN_REGISTRY"})
+    assert bare.returncode == 2 and "FLOWRUN_REGISTRY" in bare.stderr, bare.stderr
+    assert len(bare.stderr.strip().splitlines()) == 1 and not flow_services(swarm, name)
     try:
         out = on_swarm(swarm, "up", "-d", "--timeout", "180", str(path)).stdout
         assert "5 real steps live" in out, out
