@@ -11,6 +11,7 @@ flag is there (no --privileged on these machines).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 
-NODE_IMAGE = "flowrun/swarm-node:bookworm"
+NODE_IMAGE = os.environ.get("FLOWRUN_SWARM_NODE_IMAGE", "flowrun/swarm-node:bookworm")
 NETWORK = "flowrun-swarm-test"
 REGISTRY = "flowrun-swarm-registry"
 REGISTRY_ADDRESS = "registry:5000"  # as the nodes see it
