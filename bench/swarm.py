@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,29 +31,14 @@ from docker.types import EndpointSpec, NetworkAttachmentConfig, Resources  # noq
 from flowrun.engine.swarm import SwarmEngine  # noqa: E402
 from flowrun.settings import base_image, broker_image, node_base_image  # noqa: E402
 from tests.conftest import ORDERS_STEPS  # noqa: E402
-from tests.engine.stream import Sink, Stream  # noqa: E402
+from tests.engine.stream import Sink, Stream, replica_work, replicated_steps  # noqa: E402
 from tests.swarm.cluster import Cluster, remove_cluster, start_cluster  # noqa: E402
+from tests.swarm.conftest import on_swarm  # noqa: E402
 
 COMPONENTS = ROOT / "sample_flows" / "components"
-WORK = """import os, time
-
-def process(msg, cfg):
-    time.sleep(0.02)
-    return {**msg["body"], "replica": os.environ["FLOWRUN_REPLICA"]}
-"""
+WORK = replica_work(0.02)
 ORDER = {"id": "o", "customer": {"first": "A", "last": "B", "email": "a@b.c"},
          "items": [{"price": 1}]}
-
-
-def on_swarm(cluster: Cluster, *args: str,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "true", "DOCKER_HOST": cluster.manager_url,
-           "FLOWRUN_REGISTRY": cluster.registry}
-    result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
-                            text=True, cwd=ROOT, env=env)
-    if check and result.returncode != 0:
-        raise SystemExit(f"flowrun {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -143,13 +127,7 @@ def replicas(cluster: Cluster, engine: SwarmEngine, tmp: Path, count: int) -> di
     (work / "go.py").write_text(WORK)
     name = "bench-swarm-rep"
     path = tmp / f"{name}.yaml"
-    text = f"""version: 1
-name: {name}
-trace: false
-steps:
-  - {{id: src, component: {COMPONENTS}/shop, function: newOrders, config: {{limit: 0}}}}
-  - {{id: work, component: {work}, function: go, replicas: 1}}
-"""
+    text = f"version: 1\nname: {name}\ntrace: false\nsteps:\n{replicated_steps(work, 1)}"
     path.write_text(text)
     on_swarm(cluster, "up", "-d", str(path))
     one = _throughput(cluster, engine, name, count)

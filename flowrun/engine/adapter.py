@@ -224,15 +224,24 @@ class Engine:
 
     # ------------------------------------------------------------ networks
 
+    # How this engine makes a network, and the name it gives one (a swarm: overlays,
+    # DNS-label names). The mechanism below is the same for both.
+    NETWORK_OPTIONS: Mapping[str, Any] = {"driver": "bridge"}
+    REMOVE_ATTEMPTS, REMOVE_PAUSE = 20, 0.25
+
+    def network_name(self, name: str) -> str:
+        return name
+
     def ensure_network(self, name: str, network_labels: Mapping[str, str],
                        internal: bool = False) -> None:
         """Create the network unless it exists. Callers hold the flow's lock: Docker
         itself lets two concurrent creates make two networks with one name."""
+        name = self.network_name(name)
         if any(n.get("Name") == name for n in self.api.networks(names=[name])):
             return  # (Docker's name filter matches substrings: `flowrun.a.internal`)
         try:
-            self.api.create_network(name, driver="bridge", labels=dict(network_labels),
-                                    internal=internal, check_duplicate=True)
+            self.api.create_network(name, labels=dict(network_labels), internal=internal,
+                                    check_duplicate=True, **self.NETWORK_OPTIONS)
         except docker.errors.APIError as e:
             if "already exists" not in str(e):
                 raise
@@ -247,30 +256,36 @@ class Engine:
     def remove_network(self, name: str) -> None:
         """Remove every network of that exact name (there may be duplicates left by an
         older flowrun), disconnecting whatever is still attached (the broker)."""
+        name = self.network_name(name)
         for net in self.api.networks(names=[name]):
             if net.get("Name") != name:
                 continue  # Docker's name filter matches substrings
-            for attempt in range(20):
+            for attempt in range(self.REMOVE_ATTEMPTS):
                 try:
-                    details = self.api.inspect_network(net["Id"])
-                except docker.errors.NotFound:
-                    break
-                for cid in (details.get("Containers") or {}):
-                    try:
-                        self.api.disconnect_container_from_network(cid, net["Id"], force=True)
-                    except docker.errors.APIError:
-                        pass
-                try:
+                    self._release_network(net["Id"])
                     self.api.remove_network(net["Id"])
+                    self._network_removed(net["Id"])
                     break
                 except docker.errors.NotFound:
                     break
                 except docker.errors.APIError as e:
                     # "has active endpoints": a container is still being torn down.
-                    if attempt == 19:
+                    if attempt == self.REMOVE_ATTEMPTS - 1:
                         raise EngineError(
                             f"cannot remove network {name}: {e.explanation}") from None
-                    time.sleep(0.25)
+                    time.sleep(self.REMOVE_PAUSE)
+
+    def _release_network(self, network_id: str) -> None:
+        """Disconnect what is still attached (the broker, the services)."""
+        details = self.api.inspect_network(network_id)
+        for cid in (details.get("Containers") or {}):
+            try:
+                self.api.disconnect_container_from_network(cid, network_id, force=True)
+            except docker.errors.APIError:
+                pass
+
+    def _network_removed(self, network_id: str) -> None:
+        """Called once Docker accepted the removal."""
 
     def networks(self, flow: str | None = None) -> list[str]:
         filters = {"label": [labels.FLOW if flow is None else f"{labels.FLOW}={flow}"]}

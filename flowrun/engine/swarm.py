@@ -152,9 +152,6 @@ class SwarmEngine(Engine):
                 return node_id[:12], ""
         return self._nodes[node_id]
 
-    def manager_address(self) -> str:
-        return self._node(self.node_id)[1]
-
     def ready_nodes(self) -> list[str]:
         """Ids of the nodes that take tasks, this manager first."""
         ready = [n["ID"] for n in self.api.nodes()
@@ -165,28 +162,24 @@ class SwarmEngine(Engine):
 
     def observe(self, label_filter: Mapping[str, str | None]) -> list[Observed]:
         filters = [k if v is None else f"{k}={v}" for k, v in label_filter.items()]
-        out = []
-        for service in self.api.services(filters={"label": filters}):
-            observed = self._observed(service)
-            if observed is not None:
-                out.append(observed)
-        return out
+        services = self.api.services(filters={"label": filters})
+        if not services:
+            return []
+        # One listing of the tasks for all of them, not one per service.
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for task in self.api.tasks():
+            by_service.setdefault(task["ServiceID"], []).append(task)
+        return [self._observed(service, by_service.get(service["ID"], []))
+                for service in services]
 
     def inspect(self, name_or_id: str) -> Observed:
         service = self.api.inspect_service(service_name(name_or_id))
-        observed = self._observed(service)
-        if observed is None:
-            raise docker.errors.NotFound(f"service {name_or_id} has gone")
-        return observed
+        return self._observed(service, self.api.tasks(filters={"service": service["ID"]}))
 
-    def _observed(self, service: dict[str, Any]) -> Observed | None:
+    def _observed(self, service: dict[str, Any], tasks: list[dict[str, Any]]) -> Observed:
         spec = service["Spec"]
         container = spec["TaskTemplate"]["ContainerSpec"]
         svc_labels = dict(spec.get("Labels") or {})
-        try:
-            tasks = self.api.tasks(filters={"service": service["ID"]})
-        except docker.errors.NotFound:
-            return None
         tasks.sort(key=lambda t: t["Version"]["Index"])
         current = next((t for t in reversed(tasks) if t.get("DesiredState") == "running"),
                        tasks[-1] if tasks else None)
@@ -252,11 +245,11 @@ class SwarmEngine(Engine):
                    for path, (content, mode) in sorted(spec.files.items())]
         networks = []
         if spec.network:
-            networks.append(NetworkAttachmentConfig(service_name(spec.network),
+            networks.append(NetworkAttachmentConfig(self.network_name(spec.network),
                                                     aliases=list(spec.aliases) or None))
         if spec.labels.get(labels.ROLE) in (labels.ROLE_STEP, labels.ROLE_HOOK) and (
                 spec.network != names.BROKER_NETWORK):
-            networks.append(NetworkAttachmentConfig(service_name(names.BROKER_NETWORK)))
+            networks.append(NetworkAttachmentConfig(self.network_name(names.BROKER_NETWORK)))
         mounts = [docker.types.Mount(path, volume, type="volume")
                   for volume, path in spec.volumes.items()]
         container = docker.types.ContainerSpec(
@@ -405,42 +398,20 @@ class SwarmEngine(Engine):
 
     # ------------------------------------------------------------ networks
 
-    def ensure_network(self, name: str, network_labels: Mapping[str, str],
-                       internal: bool = False) -> None:
-        name = service_name(name)
-        if any(n.get("Name") == name for n in self.api.networks(names=[name])):
-            return
-        try:
-            self.api.create_network(name, driver="overlay", attachable=True,
-                                    labels=dict(network_labels), internal=internal,
-                                    check_duplicate=True)
-        except docker.errors.APIError as e:
-            if "already exists" not in str(e):
-                raise
+    NETWORK_OPTIONS = {"driver": "overlay", "attachable": True}
+    REMOVE_ATTEMPTS, REMOVE_PAUSE = 60, 0.5
+
+    def network_name(self, name: str) -> str:
+        return service_name(name)
 
     def connect(self, container: str, network: str, aliases: list[str]) -> None:
         """Nothing: a flow's tasks reach the broker and the services on the broker's
         network (joining a running service to a network would restart it)."""
 
-    def remove_network(self, name: str) -> None:
-        name = service_name(name)
-        for net in self.api.networks(names=[name]):
-            if net.get("Name") != name:
-                continue
-            for attempt in range(60):
-                try:
-                    self.api.remove_network(net["Id"])
-                    self._wait_gone(net["Id"])
-                    break
-                except docker.errors.NotFound:
-                    break
-                except docker.errors.APIError as e:
-                    if attempt == 59:
-                        raise EngineError(
-                            f"cannot remove network {name}: {e.explanation}") from None
-                    time.sleep(0.5)
+    def _release_network(self, network_id: str) -> None:
+        """Nothing to disconnect: services leave a network when they are removed."""
 
-    def _wait_gone(self, network_id: str) -> None:
+    def _network_removed(self, network_id: str) -> None:
         """A swarm removes a network after answering: a flow brought up again at once
         would find it listed, skip creating it, and then not find it."""
         deadline = time.monotonic() + 15

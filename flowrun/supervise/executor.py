@@ -357,17 +357,15 @@ class Executor:
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
         spec = step_spec(plan, step, index, self.broker, replica)
-        if self.engine.find(name) is not None:
+        existing = self.engine.find(name) is not None
+        if existing:
             # The old container finishes the message in hand, acks it and exits; what
             # it had prefetched goes back to the queue for the new one. (On a swarm the
             # new task starts first.)
             self.put(StepPhase(step.id, Phase.STOPPING, "replacing", replica))
             self.retire(name)
-            self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
-            container_id = self.engine.replace(spec, grace)
-        else:
-            self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
-            container_id = self.engine.run(spec)
+        self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
+        container_id = self.engine.replace(spec, grace) if existing else self.engine.run(spec)
         self.put(StepPhase(step.id, Phase.WARMING, replica=replica))
         self.follow(name, container_id, step.id, replica)
 

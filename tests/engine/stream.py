@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -20,6 +21,7 @@ import pika.exceptions
 from flowrun.broker.messaging import data_key, decode, make_message, properties_for
 from flowrun.broker.platform import message_keys
 from flowrun.broker.server import find_broker
+from flowrun.core.names import input_queue
 
 ERRORS = (pika.exceptions.AMQPError, OSError)
 
@@ -160,3 +162,52 @@ class ConsumerWatch(threading.Thread):
             self.counts.append(declared.method.consumer_count)
             time.sleep(0.02)
         connection.close()
+
+
+def replica_work(seconds: float) -> str:
+    """An action that takes `seconds` per message and says which replica ran it."""
+    return ("import os, time\n\n\ndef process(msg, cfg):\n"
+            f"    time.sleep({seconds})\n"
+            '    return {**msg["body"], "replica": os.environ["FLOWRUN_REPLICA"]}\n')
+
+
+def replicated_steps(work: Any, replicas: int) -> str:
+    """A trigger that emits nothing by itself, then `work` (replica_work) replicated."""
+    return f"""  - id: src
+    component: {Path(__file__).parents[2] / "sample_flows" / "components"}/shop
+    function: newOrders
+    config: {{limit: 0}}
+  - id: work
+    component: {work}
+    function: go
+    replicas: {replicas}
+"""
+
+
+def roll_mid_stream(engine: Any, flow: str, count: int, redeploy: Any) -> Sink:
+    """Stream `count` numbered messages through `work` (3 replicas) at 100 msg/s and
+    call `redeploy()` in its middle. Checks that the redeploy fell mid-stream, that the
+    queue never lacked a consumer, that nothing was lost and that every replica took a
+    share; returns the sink (which replica handled each message)."""
+    sink = Sink(engine, flow, "work", keep="replica")
+    sink.declare()
+    consumers = ConsumerWatch(engine, flow, input_queue(flow, "work"))
+    stream = Stream(engine, flow, "src", {"n": 1}, count, rate=100)
+    stream.start()
+    time.sleep(1.0)
+    before = stream.sent
+    consumers.start()
+    redeploy()
+    consumers.stop.set()
+    consumers.join(10)
+    after = stream.sent
+    stream.join(timeout=120)
+    assert stream.error is None, stream.error
+    assert 0 < before < after < count, (before, after)
+    # Rolling: the queue always had a consumer, replaced one replica at a time.
+    assert consumers.counts and min(consumers.counts) >= 1, consumers.counts
+    sink.drain_until(count, timeout=120)
+    assert not sink.missing(count), f"lost {len(sink.missing(count))}"
+    shares = {r: sum(1 for v in sink.kept.values() if v == r) for r in ("1", "2", "3")}
+    assert all(shares.values()), shares  # every replica took part of the stream
+    return sink

@@ -5,40 +5,22 @@ down removes the extra replicas."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from flowrun.core import names
-from tests.conftest import COMPONENTS, flowrun, make_component, unique, wait_for, write_flow
-from tests.engine.stream import ConsumerWatch, Sink, Stream
+from tests.conftest import flowrun, make_component, unique, wait_for, write_flow
+from tests.engine.stream import replica_work, replicated_steps, roll_mid_stream
 
 COUNT = 1500
-WORK = """import os, time
-
-def process(msg, cfg):
-    time.sleep(0.004)
-    return {**msg["body"], "replica": os.environ["FLOWRUN_REPLICA"]}
-"""
-
-
-def steps_yaml(work: Path, replicas: int) -> str:
-    return f"""  - id: src
-    component: {COMPONENTS}/shop
-    function: newOrders
-    config: {{limit: 0}}
-  - id: work
-    component: {work}
-    function: go
-    replicas: {replicas}
-"""
+WORK = replica_work(0.004)
 
 
 def test_replicas_share_a_queue_roll_without_a_gap_and_scale_down(
         engine: Any, tmp_path: Path) -> None:
     work = make_component(tmp_path, "work", "go", WORK)
     name = unique("replicas")
-    path = write_flow(tmp_path, name, steps_yaml(work, 3))
+    path = write_flow(tmp_path, name, replicated_steps(work, 3))
     try:
         flowrun("up", "-d", "--timeout", "120", str(path))
         containers = {o.name for o in engine.observe({"io.flowrun.flow": name})}
@@ -52,31 +34,14 @@ def test_replicas_share_a_queue_roll_without_a_gap_and_scale_down(
         assert "3/3 live" in flowrun("status", name).stdout
 
         # A numbered stream, and a rolling redeploy of the replicated step in its middle.
-        sink = Sink(engine, name, "work", keep="replica")
-        sink.declare()
-        consumers = ConsumerWatch(engine, name, names.input_queue(name, "work"))
-        stream = Stream(engine, name, "src", {"n": 1}, COUNT, rate=100)
-        stream.start()
-        time.sleep(1.0)
-        before = stream.sent
-        consumers.start()
-        (work / "go.py").write_text(WORK + "\nVERSION = 2\n")
-        dry = flowrun("up", "--dry-run", str(path)).stdout
-        assert [line.split()[1] for line in dry.splitlines()
-                if line.startswith("recreate")] == ["work#1", "work#2", "work#3"], dry
-        flowrun("up", "-d", "--timeout", "120", str(path))
-        consumers.stop.set()
-        consumers.join(10)
-        after = stream.sent
-        stream.join(timeout=120)
-        assert stream.error is None, stream.error
-        assert 0 < before < after < COUNT, (before, after)
-        # Rolling: the queue always had a consumer, replaced one replica at a time.
-        assert consumers.counts and min(consumers.counts) >= 1, consumers.counts
-        sink.drain_until(COUNT, timeout=120)
-        assert not sink.missing(COUNT), f"lost {len(sink.missing(COUNT))}"
-        shares = {str(r): sum(1 for v in sink.kept.values() if v == str(r)) for r in (1, 2, 3)}
-        assert all(shares.values()), shares  # every replica took part of the stream
+        def redeploy() -> None:
+            (work / "go.py").write_text(WORK + "\nVERSION = 2\n")
+            dry = flowrun("up", "--dry-run", str(path)).stdout
+            assert [line.split()[1] for line in dry.splitlines()
+                    if line.startswith("recreate")] == ["work#1", "work#2", "work#3"], dry
+            flowrun("up", "-d", "--timeout", "120", str(path))
+
+        roll_mid_stream(engine, name, COUNT, redeploy)
 
         # Scaled down to one: the extra replicas go, the first stays.
         path.write_text(path.read_text().replace("replicas: 3", "replicas: 1"))

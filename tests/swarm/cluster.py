@@ -61,10 +61,6 @@ class Cluster:
     def start_node(self, node: int) -> None:
         self.host.containers.get(NODES[node]).start()
 
-    def node_names(self) -> dict[str, str]:
-        """Swarm node id -> hostname."""
-        return {n.id: n.attrs["Description"]["Hostname"] for n in self.client().nodes.list()}
-
 
 def _ip(host: Any, name: str) -> str:
     container = host.containers.get(name)

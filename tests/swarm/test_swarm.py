@@ -20,7 +20,6 @@ from typing import Any
 from flowrun.broker.server import find_broker
 from flowrun.core import names
 from tests.conftest import (
-    COMPONENTS,
     ORDERS_STEPS,
     ROOT,
     make_component,
@@ -28,16 +27,11 @@ from tests.conftest import (
     wait_for,
     write_flow,
 )
-from tests.engine.stream import ConsumerWatch, Sink, Stream
+from tests.engine.stream import Sink, Stream, replica_work, replicated_steps, roll_mid_stream
 from tests.swarm.cluster import Cluster
 from tests.swarm.conftest import on_swarm
 
-WORK = """import os, time
-
-def process(msg, cfg):
-    time.sleep(0.004)
-    return {**msg["body"], "replica": os.environ["FLOWRUN_REPLICA"]}
-"""
+WORK = replica_work(0.004)
 
 
 def steps_of(swarm: Cluster, flow: str) -> dict[str, dict[str, Any]]:
@@ -113,15 +107,7 @@ def test_replicas_share_a_stream_and_a_redeploy_rolls_without_loss(
         swarm: Cluster, swarm_engine: Any, tmp_path: Path) -> None:
     work = make_component(tmp_path, "work", "go", WORK)
     name = unique("swarm-rep")
-    path = write_flow(tmp_path, name, f"""  - id: src
-    component: {COMPONENTS}/shop
-    function: newOrders
-    config: {{limit: 0}}
-  - id: work
-    component: {work}
-    function: go
-    replicas: 3
-""")
+    path = write_flow(tmp_path, name, replicated_steps(work, 3))
     count = 1500
     try:
         on_swarm(swarm, "up", "-d", "--timeout", "180", str(path))
@@ -129,27 +115,11 @@ def test_replicas_share_a_stream_and_a_redeploy_rolls_without_loss(
         assert work_status["replicas"] == 3 and work_status["replicas_live"] == 3
         assert len({e["node"] for e in work_status["each"]}) >= 2, work_status
 
-        sink = Sink(swarm_engine, name, "work", keep="replica")
-        sink.declare()
-        consumers = ConsumerWatch(swarm_engine, name, names.input_queue(name, "work"))
-        stream = Stream(swarm_engine, name, "src", {"n": 1}, count, rate=100)
-        stream.start()
-        time.sleep(1.0)
-        before = stream.sent
-        consumers.start()
-        (work / "go.py").write_text(WORK + "\nVERSION = 2\n")
-        on_swarm(swarm, "up", "-d", "--timeout", "180", str(path))
-        consumers.stop.set()
-        consumers.join(10)
-        after = stream.sent
-        stream.join(timeout=120)
-        assert stream.error is None, stream.error
-        assert 0 < before < after < count, (before, after)
-        assert consumers.counts and min(consumers.counts) >= 1, consumers.counts
-        sink.drain_until(count, timeout=120)
-        assert not sink.missing(count), f"lost {len(sink.missing(count))}"
-        shares = {r: sum(1 for v in sink.kept.values() if v == r) for r in ("1", "2", "3")}
-        assert all(shares.values()), shares
+        def redeploy() -> None:
+            (work / "go.py").write_text(WORK + "\nVERSION = 2\n")
+            on_swarm(swarm, "up", "-d", "--timeout", "180", str(path))
+
+        roll_mid_stream(swarm_engine, name, count, redeploy)
         revisions = {s.attrs["Spec"]["Labels"]["io.flowrun.revision"]
                      for s in flow_services(swarm, name)
                      if s.attrs["Spec"]["Labels"]["io.flowrun.step"] == "work"}
