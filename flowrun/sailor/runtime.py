@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
-
-from . import LIVE_MARKER, STATE_FILE, wire
+from . import LIVE_MARKER, STATE_FILE, files, wire
+from .amqp import pika  # pika without its asyncio adapter; pika.exceptions comes with it
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
 from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
@@ -73,8 +71,15 @@ class Confirms:
         self.unconfirmed: dict[int, Outgoing] = {}
         self.failed: list[Outgoing] = []
         ready: list[bool] = []
+
+        def on_ready(_frame: Any) -> None:
+            ready.append(True)
+            # As for a confirm (below): without a ready callback, process_data_events
+            # would sleep out its whole time limit; every step paid 0.1 s at start.
+            connection.add_callback_threadsafe(_noop)
+
         self.impl.add_on_return_callback(self._on_return)
-        self.impl.confirm_delivery(self._on_confirm, callback=lambda _frame: ready.append(True))
+        self.impl.confirm_delivery(self._on_confirm, callback=on_ready)
         while not ready:
             connection.process_data_events(time_limit=0.1)
 
@@ -602,14 +607,21 @@ def _noop() -> None:
 
 
 def _read_step_file(path: str | None) -> dict[str, Any]:
-    if not path or not os.path.exists(path):
+    """The step's private file, received on standard input at the container's first
+    start (files.py). Without one (a sailor run by hand), the environment stands."""
+    if not path:
         return {}
+    files.receive(path)
     with open(path) as f:
         return dict(json.load(f))
 
 
 def main() -> int:
-    sailor = Sailor()
+    try:
+        sailor = Sailor()
+    except files.FilesMissing as e:
+        log(f"flowrun-sailor: {e}")
+        return 1
 
     def on_term(signum: int, frame: Any) -> None:
         # Record only: the loop finishes the message in hand, acks it and exits.

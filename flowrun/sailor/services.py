@@ -50,11 +50,14 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from . import wire
+from . import files, wire
 
 PORT = 9090
 DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", "/var/lib/flowrun-services"))
-CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", "/etc/flowrun/services.json"))
+# Not under /etc/flowrun, which the images make for the steps' user: the services run
+# as root without capabilities, and cannot write there.
+CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG",
+                                  "/etc/flowrun-services/services.json"))
 DRAIN_EVERY = 1.0
 TRACE_RECORDS = 5000  # per flow, the latest
 TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is shown cut
@@ -597,6 +600,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
+    files.receive(str(CONFIG_FILE))  # on one host, sent on standard input at the first start
     config = json.loads(CONFIG_FILE.read_text())
     services = Services(config, DATA_DIR)
     Handler.services = services
