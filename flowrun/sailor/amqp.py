@@ -36,7 +36,7 @@ def _import_pika() -> Any:
             return AsyncioConnection
         raise AttributeError(f"module 'pika.adapters' has no attribute {name!r}")
 
-    pika.adapters.__getattr__ = load_on_use  # type: ignore[attr-defined]
+    pika.adapters.__getattr__ = load_on_use
     return pika
 
 

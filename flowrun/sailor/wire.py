@@ -87,8 +87,9 @@ class Keys:
 
     def _cipher(self) -> Cipher[modes.CBC]:
         ciphers = _crypto()[1]
-        return ciphers.Cipher(ciphers.algorithms.AES(self._key),
-                              ciphers.modes.CBC(self.iv.encode()[:16]))
+        cipher: Cipher[modes.CBC] = ciphers.Cipher(ciphers.algorithms.AES(self._key),
+                                                   ciphers.modes.CBC(self.iv.encode()[:16]))
+        return cipher
 
     def encrypt(self, value: Any) -> bytes:
         """Protocol version 1: base64 text of the ciphertext of the JSON."""
