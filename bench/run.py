@@ -103,9 +103,11 @@ IDLE = {"python": ["python3", "-c", "import time; time.sleep(600)"],
 def baseline_docker_run(engine: Engine, images: list[tuple[str, str]], tag: str) -> float:
     """The same containers (images, a bridge network of their own, memory limit, user),
     started in parallel with plain `docker run -d`, until running. `images`: (image,
-    runtime) pairs; each runs its runtime's idle program."""
+    runtime) pairs; each runs its runtime's idle program. The network's creation is
+    timed too: flowrun's warm-up makes its flow's networks as well."""
     names = [f"flowrun-bench-{tag}-{i}" for i in range(len(images))]
     network = f"flowrun-bench-{tag}"
+    started = time.perf_counter()
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
 
     def run(args: tuple[str, tuple[str, str]]) -> None:
@@ -114,7 +116,6 @@ def baseline_docker_run(engine: Engine, images: list[tuple[str, str]], tag: str)
                         "--memory", "256m", "--user", "1000:1000", image, *IDLE[runtime]],
                        check=True, capture_output=True)
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(run, zip(names, images, strict=True)))
     elapsed = time.perf_counter() - started

@@ -37,6 +37,12 @@ class EngineError(FlowrunError):
     pass
 
 
+class StaleNetwork(EngineError):
+    """Docker refuses to remove a network that it says has endpoints, though nothing
+    is attached to it (Docker 20.10 sometimes miscounts after containers on it are
+    removed at once). Harmless: the next `up` of its flow uses it as it is."""
+
+
 class BuildFailed(FlowrunError):
     pass
 

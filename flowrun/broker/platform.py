@@ -24,8 +24,8 @@ from flowrun.core import labels, names
 from flowrun.core.plan import SERVICES_PORT, Plan
 from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.errors import FlowFailed
-from flowrun.sailor import wire
-from flowrun.sailor.services import CONFIG_FILE, DATA_DIR, admin_token, api_key
+from flowrun.sailor import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, wire
+from flowrun.sailor.wire import admin_token, api_key
 
 IMAGE_LABEL = f"{labels.PREFIX}.services-image"
 
@@ -145,8 +145,8 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
             user="0:0",
             network=names.BROKER_NETWORK, aliases=(names.SERVICES_ALIAS,), memory="256m",
             ports={f"{SERVICES_PORT}/tcp": ("127.0.0.1", None)},
-            volumes={names.SERVICES_DATA_VOLUME: str(DATA_DIR)},
-            files={str(CONFIG_FILE): (config, 0o400)},
+            volumes={names.SERVICES_DATA_VOLUME: SERVICES_DATA_DIR},
+            files={SERVICES_CONFIG_FILE: (config, 0o400)},
             pids_limit=256,
         ))
         started = True

@@ -9,8 +9,8 @@ from flowrun.broker.server import broker_services, find_broker, forget_broker
 from flowrun.commands.status import running_flows
 from flowrun.core import names
 from flowrun.engine.adapter import Engine
-from flowrun.errors import EngineError
-from flowrun.supervise.events import Event
+from flowrun.errors import EngineError, StaleNetwork
+from flowrun.supervise.events import Event, Notice
 from flowrun.supervise.executor import Executor
 
 
@@ -31,10 +31,13 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
             continue
         print(f"{name}: removed {len(removed)} container(s)"
               + (" and its queues" if purge and find_broker(engine) else "; queues kept"))
+        _say_warnings(events)
     if everything:
         for network in networks:
             try:
                 engine.remove_network(network)
+            except StaleNetwork as e:
+                print(f"warning: {e}")
             except EngineError as e:
                 failed.append(str(e))
         if engine.find(names.SERVICES_CONTAINER) is not None:
@@ -51,3 +54,10 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
             print("removed the broker's data and secret, and the platform services' state")
     if failed:
         raise EngineError("; ".join(failed) + "; restarting Docker clears stale endpoints")
+
+
+def _say_warnings(events: queue.Queue[Event]) -> None:
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, Notice) and event.level == "warning":
+            print(f"warning: {event.text}")

@@ -18,7 +18,7 @@ from docker.types import LogConfig
 
 from flowrun.core import labels
 from flowrun.core.observed import Observed
-from flowrun.errors import BuildFailed, EngineError, EngineUnavailable
+from flowrun.errors import BuildFailed, EngineError, EngineUnavailable, StaleNetwork
 
 
 @dataclass(frozen=True)
@@ -292,9 +292,21 @@ class Engine:
                 except docker.errors.APIError as e:
                     # "has active endpoints": a container is still being torn down.
                     if attempt == self.REMOVE_ATTEMPTS - 1:
+                        if "active endpoints" in str(e) and not self._attached(net["Id"]):
+                            raise StaleNetwork(
+                                f"left network {name} behind: Docker counts an endpoint on "
+                                "it that nothing holds (restarting dockerd clears the "
+                                "count); the next `flowrun up` of the flow uses it as it "
+                                "is") from None
                         raise EngineError(
                             f"cannot remove network {name}: {e.explanation}") from None
                     time.sleep(self.REMOVE_PAUSE)
+
+    def _attached(self, network_id: str) -> bool:
+        try:
+            return bool(self.api.inspect_network(network_id).get("Containers"))
+        except docker.errors.NotFound:
+            return False
 
     def _release_network(self, network_id: str) -> None:
         """Disconnect what is still attached (the broker, the services)."""

@@ -11,3 +11,8 @@ LIVE_MARKER = "flowrun-sailor: live"
 # What the platform's Node.js sailor logs once it consumes (its run.js).
 NODE_LIVE_MARKER = "Fully initialized and waiting for messages"
 STATE_FILE = "/tmp/flowrun-state.json"
+# The platform services' container: its state (a volume) and its private config.
+SERVICES_DATA_DIR = "/var/lib/flowrun-services"
+# Not under /etc/flowrun, which the images make for the steps' user: the services run
+# as root without capabilities, and cannot write there.
+SERVICES_CONFIG_FILE = "/etc/flowrun-services/services.json"

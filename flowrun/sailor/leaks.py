@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
 
 
 def sample() -> tuple[int, int]:
@@ -20,12 +19,12 @@ def sample() -> tuple[int, int]:
     return threading.active_count(), fds
 
 
-@dataclass
 class LeakWatch:
-    window: int = 5
-    warm_up: int = 2  # the first calls may create the one listener a trigger needs
-    history: list[tuple[int, int]] = field(default_factory=list)
-    reported: str | None = None
+    def __init__(self, window: int = 5, warm_up: int = 2) -> None:
+        self.window = window
+        self.warm_up = warm_up  # the first calls may create the one listener a trigger needs
+        self.history: list[tuple[int, int]] = []
+        self.reported: str | None = None
 
     def observe(self, threads: int, fds: int) -> str | None:
         """Record one sample; return a description the first time a leak shows."""

@@ -15,8 +15,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +126,16 @@ class ConsumerCancelled(Exception):
     pass
 
 
-@dataclass
 class Input:
     """One message a function is called with: decoded, with the AMQP headers it came
     with (its lineage) and its bytes as received (for errors and rebounds)."""
 
-    msg: dict[str, Any]
-    headers: dict[str, Any] = field(default_factory=dict)
-    raw: bytes | None = None
-    properties: Any = None
+    def __init__(self, msg: dict[str, Any], headers: dict[str, Any] | None = None,
+                 raw: bytes | None = None, properties: Any = None) -> None:
+        self.msg = msg
+        self.headers = headers if headers is not None else {}
+        self.raw = raw
+        self.properties = properties
 
     @classmethod
     def tick(cls) -> Input:
@@ -260,6 +259,7 @@ class Sailor:
     def _publish_error(self, error: Any, parent: Input) -> None:
         if isinstance(error, BaseException):
             name, text = type(error).__name__, str(error)
+            import traceback  # on errors only: not at every start
             stack = "".join(traceback.format_exception(error))
         else:
             name, text, stack = "Error", str(error), ""
@@ -345,6 +345,7 @@ class Sailor:
                                       self.ctx)
             events = self._collecting + [("data", r) for r in results]
         except Exception as e:  # the function's own failure: an error event, flow goes on
+            import traceback  # on errors only: not at every start
             traceback.print_exc(file=sys.stdout)
             events = self._collecting + [("error", e)]
         finally:
@@ -591,6 +592,7 @@ class Sailor:
             try:
                 self.runner.call_hook(shutdown, self.cfg, self.startup_data)
             except Exception:
+                import traceback  # on errors only: not at every start
                 traceback.print_exc(file=sys.stdout)
         try:
             if self.connection and self.connection.is_open:
@@ -639,5 +641,6 @@ def main() -> int:
         return 2
     except Exception:
         log("flowrun-sailor: crashed")
+        import traceback  # on errors only: not at every start
         traceback.print_exc(file=sys.stdout)
         return 1

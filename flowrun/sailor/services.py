@@ -50,14 +50,12 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from . import files, wire
+from . import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, files, wire
+from .wire import admin_token, api_key
 
 PORT = 9090
-DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", "/var/lib/flowrun-services"))
-# Not under /etc/flowrun, which the images make for the steps' user: the services run
-# as root without capabilities, and cannot write there.
-CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG",
-                                  "/etc/flowrun-services/services.json"))
+DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", SERVICES_DATA_DIR))
+CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", SERVICES_CONFIG_FILE))
 DRAIN_EVERY = 1.0
 TRACE_RECORDS = 5000  # per flow, the latest
 TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is shown cut
@@ -73,15 +71,6 @@ _ADMIN_TRACE_PATH = re.compile(r"^/admin/flows/([^/]+)/trace$")
 def log(text: str) -> None:
     sys.stdout.write(f"{time.strftime('%H:%M:%S')} {text}\n")
     sys.stdout.flush()
-
-
-def api_key(secret: str, flow: str, step: str) -> str:
-    """A step's key for these services (the platform's ELASTICIO_API_KEY)."""
-    return wire.derive(secret, "api-key", f"{flow}/{step}")
-
-
-def admin_token(secret: str) -> str:
-    return wire.derive(secret, "services-admin", "host")
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -14,19 +14,17 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class StepInfoRefused(Exception):
     """The services answered 4xx: waiting will not help (wrong key, unknown step)."""
 
 
-@dataclass(frozen=True)
-class StepInfo:
-    config: dict[str, Any] = field(default_factory=dict)
-    snapshot: Any = field(default_factory=dict)
-    variables: dict[str, Any] = field(default_factory=dict)
+class StepInfo(NamedTuple):
+    config: dict[str, Any]
+    snapshot: Any
+    variables: dict[str, Any]
     is_passthrough: bool = False
 
 
@@ -90,4 +88,4 @@ def fetch_step_info(secret: dict[str, Any], flow: str, step: str, stopping: thre
             said = time.monotonic()
         stopping.wait(delay)
         delay = min(delay * 1.5, 2.0 if time.monotonic() - started > 15 else 0.2)
-    return StepInfo()
+    return StepInfo({}, {}, {})

@@ -28,7 +28,6 @@ import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +69,34 @@ def derive(secret: str, purpose: str, flow: str, length: int = 32) -> str:
                     hashlib.sha256).hexdigest()[:length]
 
 
-@dataclass(frozen=True)
-class Keys:
-    """A flow's message password and IV (the platform's MESSAGE_CRYPTO_* pair)."""
+def api_key(secret: str, flow: str, step: str) -> str:
+    """A step's key for the platform services (the platform's ELASTICIO_API_KEY)."""
+    return derive(secret, "api-key", f"{flow}/{step}")
 
-    password: str
-    iv: str  # 16 characters
+
+def admin_token(secret: str) -> str:
+    """The host's key for the platform services' admin calls."""
+    return derive(secret, "services-admin", "host")
+
+
+class Keys:
+    """A flow's message password and IV (the platform's MESSAGE_CRYPTO_* pair).
+    (A plain class, as the sailor's others: dataclasses bring inspect into every
+    step's start.)"""
+
+    def __init__(self, password: str, iv: str) -> None:
+        self.password = password
+        self.iv = iv  # 16 characters
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keys) and (self.password, self.iv) == (other.password,
+                                                                          other.iv)
+
+    def __hash__(self) -> int:
+        return hash((self.password, self.iv))
+
+    def __repr__(self) -> str:  # never the values: they are secrets
+        return "Keys(...)"
 
     @classmethod
     def for_flow(cls, secret: str, flow: str) -> Keys:

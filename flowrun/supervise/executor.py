@@ -34,7 +34,7 @@ from flowrun.core.plan import STEP_ENV_FILE, STEP_FILE, Plan, RealStep, StepKind
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.engine.images import build_image
-from flowrun.errors import BuildFailed, EngineError, FlowFailed, FlowrunError
+from flowrun.errors import BuildFailed, EngineError, FlowFailed, FlowrunError, StaleNetwork
 from flowrun.settings import base_image
 from flowrun.supervise.events import (
     ApplyDone,
@@ -80,6 +80,10 @@ def node_env_file(secrets: dict[str, str]) -> tuple[bytes, int]:
 
 def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[bytes, int]]:
     secrets = step_secrets(plan.flow, step.id, broker)
+    if step.kind is StepKind.MAPPER:
+        # Its config (the mapping) is all here, and it keeps no snapshot: it makes no
+        # step-info call, so the services need not be on the mappers' network.
+        del secrets["api_uri"]
     files = {STEP_FILE: (json.dumps({**secrets, "cfg": step.config},
                                     sort_keys=True).encode(), 0o400)}
     if step.runtime is Runtime.NODE:
@@ -247,14 +251,19 @@ class Executor:
                 future.result()
             # The broker and the services join the flow's networks before any step
             # starts on them (joins racing container starts left Docker 20.10 with
-            # endpoints it would not remove at `down`).
-            joins = [pool.submit(self.engine.connect, container, network, [alias])
-                     for network, _internal in networks
-                     for container, alias in ((BROKER_NAME, names.BROKER_ALIAS),
-                                              (names.SERVICES_CONTAINER,
-                                               names.SERVICES_ALIAS))]
+            # endpoints it would not remove at `down`). The mappers' internal network
+            # needs the broker only: a mapper's config is all in its step file, it
+            # makes no step-info call.
+            joins = [pool.submit(self.engine.connect, BROKER_NAME, network,
+                                 [names.BROKER_ALIAS]) for network, _internal in networks]
+            joins.append(pool.submit(self.engine.connect, names.SERVICES_CONTAINER,
+                                     names.network(flow), [names.SERVICES_ALIAS]))
             for future in joins:
                 future.result()
+        self._start_steps(plan, starts, removals, grace)
+
+    def _start_steps(self, plan: Plan, starts: Sequence[Action], removals: Sequence[Action],
+                     grace: float) -> None:
         # Containers start while the flow's topology is declared, yet no step can
         # publish before every queue and binding exists: the steps' broker users are
         # made only after the topology (a sailor retries its login, and its step-info
@@ -475,6 +484,8 @@ class Executor:
         for network in (names.network(flow), names.internal_network(flow)):
             try:
                 self.engine.remove_network(network)
+            except StaleNetwork as e:  # said, not a failure: nothing is lost or running
+                self.put(Notice(str(e), "warning"))
             except EngineError as e:
                 failed.append(str(e))
         if services is not None:
