@@ -250,9 +250,11 @@ def test_node_component_mistakes_are_one_clear_line(engine: Any, tmp_path: Path)
 
 def test_platform_services_answer_only_the_steps_own_calls(flow_factory: Any,
                                                            engine: Any) -> None:
-    """The step-info call as a step makes it, and what another flow's step may not do."""
+    """The step-info call as a step makes it, and what another flow's step may not do.
+    (Asked from the Python action: a mapper makes no such call, its mapping is all in
+    its step file, and the services are not on its network.)"""
     name = unique("svc")
-    flow: RunningFlow = flow_factory(name, CLOCK + CHECK)
+    flow: RunningFlow = flow_factory(name, CLOCK + CHECK + NOTIFY)
     probe = (
         "import json,urllib.request,base64,sys\n"
         "s=json.load(open('/etc/flowrun/step.json'))\n"
@@ -262,14 +264,19 @@ def test_platform_services_answer_only_the_steps_own_calls(flow_factory: Any,
         "    try:\n"
         "        with urllib.request.urlopen(r, timeout=5) as x: return x.status, json.load(x)\n"
         "    except urllib.error.HTTPError as e: return e.code, None\n"
-        f"print(json.dumps([get('/v1/tasks/{name}/steps/mapper.clock.check'),"
+        f"print(json.dumps([get('/v1/tasks/{name}/steps/notify'),"
         f"get('/v1/tasks/{name}/steps/clock'),"
-        f"get('/v1/tasks/{name}/steps/mapper.clock.check', key='wrong')]))\n"
+        f"get('/v1/tasks/{name}/steps/notify', key='wrong')]))\n"
     )
-    out = subprocess.run(["docker", "exec", f"flowrun.{name}.mapper.clock.check", "python3",
+    out = subprocess.run(["docker", "exec", f"flowrun.{name}.notify", "python3",
                           "-c", probe], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     own, other, wrong = json.loads(out.stdout)
-    assert own[0] == 200 and own[1]["config"] == {}  # a mapper without map: passes on
+    assert own[0] == 200 and own[1]["config"] == {}  # no config in the flow file
     assert other[0] == 403 and wrong[0] == 401
+    mapper_file = subprocess.run(["docker", "exec", f"flowrun.{name}.mapper.clock.check",
+                                  "cat", "/etc/flowrun/step.json"], capture_output=True,
+                                 text=True, timeout=30)
+    assert mapper_file.returncode == 0, mapper_file.stderr
+    assert "api_uri" not in json.loads(mapper_file.stdout)
     assert flow.steps()["clock"]["live"]
