@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -15,6 +16,11 @@ import click
 
 from flowrun import __version__
 from flowrun.errors import BadInput, FlowFailed, FlowrunError
+
+# A command's imports make hundreds of thousands of objects that live as long as the
+# process; collecting cycles among them while they load took a tenth of the CLI's
+# start. Collected less often from here on (`up` freezes what it loaded).
+gc.set_threshold(50_000, 10, 10)
 
 PROGRESS = click.Choice(["auto", "plain", "json"])
 UI_PORT = 8411
@@ -132,6 +138,7 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
 
     p = load_plan(flow, os.environ)
     engine = _engine()
+    gc.freeze()  # what is loaded by now stays: no collection walks it again
     if engine.swarm and engine.registry is None and not dry_run:
         raise BadInput("the Docker engine (DOCKER_HOST) is a swarm manager: name the registry "
                        "its nodes pull from, e.g. FLOWRUN_REGISTRY=registry.example:5000")

@@ -8,6 +8,7 @@ channel closes, and the process exits 0.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -439,6 +440,8 @@ class Sailor:
             self.close()
             return 0
         self.load()
+        gc.freeze()  # the imports stay for the process's life (see __main__.py)
+        gc.enable()
         while not self.stopping.is_set():
             self.connect()
             if self.stopping.is_set():

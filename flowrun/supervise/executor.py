@@ -218,17 +218,23 @@ class Executor:
         removals = [a for a in actions if a.type is ActionType.REMOVE]
         kept = [a for a in actions if a.type is ActionType.KEEP]
         started_steps = {a.step for a in starts}
-        # Builds and the broker's boot overlap: both take seconds on a cold start.
+        flow = plan.flow
+        networks = ((names.network(flow), False), (names.internal_network(flow), True))
+        # Builds and the broker's boot overlap: both take seconds on a cold start. The
+        # flow's networks are made as soon as the builds succeeded, while the broker
+        # and the services are still being looked at.
         mapper = load_mapper()
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prepare") as pool:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare") as pool:
             services_future = pool.submit(self._ensure_platform, mapper)
             self._build_all(plan, [s for s in plan.steps if s.id in started_steps])
+            made = [pool.submit(self.engine.ensure_network, network, {labels.FLOW: flow},
+                                internal=internal) for network, internal in networks]
             services_future.result()
+            for future in made:
+                future.result()
         self._check_cancelled()
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
             list(pool.map(lambda a: self._keep(plan, a.step, a.replica), kept))
-        flow = plan.flow
-        networks = ((names.network(flow), False), (names.internal_network(flow), True))
         assert self.services is not None
         services = self.services
 
@@ -242,23 +248,20 @@ class Executor:
                                  f"{names.SERVICES_CONTAINER}`") from None
 
         # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="networks") as pool:
-            prepared = [pool.submit(self.engine.ensure_network, network, {labels.FLOW: flow},
-                                    internal=internal) for network, internal in networks]
-            prepared += [pool.submit(self.engine.put_record, names.record_volume(flow),
-                                     record_labels(plan)), pool.submit(put_flow)]
+        # The broker and the services join the flow's networks before any step starts
+        # on them (joins racing container starts left Docker 20.10 with endpoints it
+        # would not remove at `down`). The mappers' internal network needs the broker
+        # only: a mapper's config is all in its step file, it makes no step-info call.
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="networks") as pool:
+            prepared = [pool.submit(self.engine.connect, BROKER_NAME, network,
+                                    [names.BROKER_ALIAS]) for network, _internal in networks]
+            prepared += [
+                pool.submit(self.engine.connect, names.SERVICES_CONTAINER, names.network(flow),
+                            [names.SERVICES_ALIAS]),
+                pool.submit(self.engine.put_record, names.record_volume(flow),
+                            record_labels(plan)),
+                pool.submit(put_flow)]
             for future in prepared:
-                future.result()
-            # The broker and the services join the flow's networks before any step
-            # starts on them (joins racing container starts left Docker 20.10 with
-            # endpoints it would not remove at `down`). The mappers' internal network
-            # needs the broker only: a mapper's config is all in its step file, it
-            # makes no step-info call.
-            joins = [pool.submit(self.engine.connect, BROKER_NAME, network,
-                                 [names.BROKER_ALIAS]) for network, _internal in networks]
-            joins.append(pool.submit(self.engine.connect, names.SERVICES_CONTAINER,
-                                     names.network(flow), [names.SERVICES_ALIAS]))
-            for future in joins:
                 future.result()
         self._start_steps(plan, starts, removals, grace)
 
