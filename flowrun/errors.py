@@ -37,6 +37,10 @@ class EngineError(FlowrunError):
     pass
 
 
+class NameTaken(EngineError):
+    """A container (a swarm service) of that name exists already."""
+
+
 class StaleNetwork(EngineError):
     """Docker refuses to remove a network that it says has endpoints, though nothing
     is attached to it (Docker 20.10 sometimes miscounts after containers on it are

@@ -52,7 +52,7 @@ from docker.types import (
 from flowrun.core import labels, names
 from flowrun.core.observed import Observed
 from flowrun.engine.adapter import ContainerSpec, Engine, _parse_time
-from flowrun.errors import BadInput, EngineError
+from flowrun.errors import BadInput, EngineError, NameTaken
 
 # Task states before a task runs; swarm moves it on by itself.
 _STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
@@ -217,7 +217,12 @@ class SwarmEngine(Engine):
     def run(self, spec: ContainerSpec) -> str:
         name = service_name(spec.name)
         template = self._template(spec, name)
-        service = self.api.create_service(name=name, labels=dict(spec.labels), **template)
+        try:
+            service = self.api.create_service(name=name, labels=dict(spec.labels), **template)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                raise NameTaken(f"a service named {name} exists") from None
+            raise
         return str(service["ID"])
 
     def replace(self, spec: ContainerSpec, grace: float) -> str:

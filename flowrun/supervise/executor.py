@@ -34,7 +34,14 @@ from flowrun.core.plan import STEP_ENV_FILE, STEP_FILE, Plan, RealStep, StepKind
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.adapter import ContainerSpec, Engine
 from flowrun.engine.images import build_image
-from flowrun.errors import BuildFailed, EngineError, FlowFailed, FlowrunError, StaleNetwork
+from flowrun.errors import (
+    BuildFailed,
+    EngineError,
+    FlowFailed,
+    FlowrunError,
+    NameTaken,
+    StaleNetwork,
+)
 from flowrun.settings import base_image
 from flowrun.supervise.events import (
     ApplyDone,
@@ -279,7 +286,8 @@ class Executor:
             # before the next old one stops: its queue never lacks a consumer.
             rolling = [a for a in mine if a.type is ActionType.RECREATE and step.replicas > 1]
             tasks += [functools.partial(self._replace, plan, step, index[step.id], grace,
-                                        a.replica) for a in mine if a not in rolling]
+                                        a.replica, a.type is ActionType.CREATE)
+                      for a in mine if a not in rolling]
             if rolling:
                 tasks.append(functools.partial(self._roll, plan, step, index[step.id], grace,
                                                [a.replica for a in rolling]))
@@ -364,12 +372,14 @@ class Executor:
                 future.result()
 
     def _replace(self, plan: Plan, step: RealStep, index: int, grace: float,
-                 replica: int = 1) -> None:
+                 replica: int = 1, missing: bool = False) -> None:
+        """`missing`: the flow's observation found no such container (a CREATE), so
+        none is looked for; one that appeared since is replaced all the same."""
         assert self.broker is not None
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
         spec = step_spec(plan, step, index, self.broker, replica)
-        existing = self.engine.find(name) is not None
+        existing = not missing and self.engine.find(name) is not None
         if existing:
             # The old container finishes the message in hand, acks it and exits; what
             # it had prefetched goes back to the queue for the new one. (On a swarm the
@@ -377,7 +387,14 @@ class Executor:
             self.put(StepPhase(step.id, Phase.STOPPING, "replacing", replica))
             self.retire(name)
         self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
-        container_id = self.engine.replace(spec, grace) if existing else self.engine.run(spec)
+        if existing:
+            container_id = self.engine.replace(spec, grace)
+        else:
+            try:
+                container_id = self.engine.run(spec)
+            except NameTaken:
+                self.retire(name)
+                container_id = self.engine.replace(spec, grace)
         self.put(StepPhase(step.id, Phase.WARMING, replica=replica))
         self.follow(name, container_id, step.id, replica)
 
