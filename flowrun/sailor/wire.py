@@ -58,6 +58,11 @@ def _crypto() -> ModuleType:
     return ciphers
 
 
+def preload() -> None:
+    """Load the ciphers now (a sailor does it in the background once live)."""
+    _crypto()
+
+
 class WireError(ValueError):
     """A body that is not the platform's encoding, or not this flow's key."""
 
