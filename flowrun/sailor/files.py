@@ -36,8 +36,8 @@ def receive(path: str, wait: float = WAIT_SECONDS) -> None:
     if not ready:
         raise FilesMissing(
             f"{path} is missing and nothing came on standard input within {wait:.0f} s "
-            "(the `flowrun up` that started this container ended first); `flowrun up` "
-            "again replaces it")
+            "(the `flowrun up` that started this container ended first); `flowrun up "
+            "--recreate` (or `flowrun down`, then `flowrun up`) replaces it")
     unpack(stdin.read())
     if not os.path.exists(path):
         raise FilesMissing(f"{path} was not among the files this container received")
