@@ -195,14 +195,20 @@ class Engine:
         After the start, not before: until its process reads, the pipe holds only 64 KiB.
         (put_archive into the created container did the same at about 50 ms of the
         engine's CPU each: it mounts the container's filesystem to unpack.)"""
-        stream = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
-        sock = getattr(stream, "_sock", stream)  # the SDK hands a SocketIO on a socket
         try:
-            sock.sendall(_tar(files, owner))
-            sock.shutdown(socket.SHUT_WR)
-        finally:
-            sock.close()
-            stream.close()
+            stream = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            sock = getattr(stream, "_sock", stream)  # the SDK hands a SocketIO on a socket
+            try:
+                sock.sendall(_tar(files, owner))
+                sock.shutdown(socket.SHUT_WR)
+            finally:
+                sock.close()
+                stream.close()
+        except (docker.errors.APIError, OSError):
+            current = self.find(container_id)
+            if current is not None and not current.running:
+                return  # it died before reading: its exit and log say why, as any crash
+            raise
 
     def replace(self, spec: ContainerSpec, grace: float) -> str:
         """Stop and remove the container of that name, then create and start `spec`."""
