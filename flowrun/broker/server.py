@@ -194,19 +194,19 @@ class Broker:
                                   "write": names.step_key_pattern(flow, step), "read": "^$"})
         known = {u["name"]: u for u in self._get_list("users")}
         permissions = _keyed(self._get_list(f"vhosts/{_q(vhost)}/permissions"),
-                             ("user", "configure", "write", "read"))
+                             _PERMISSION_FIELDS)
         topics = _keyed(self._get_list(f"vhosts/{_q(vhost)}/topic-permissions"),
-                        ("user", "exchange", "write", "read"))
+                        _TOPIC_FIELDS)
         definitions = {
             "users": [{"name": user, "tags": "",
                        "hashing_algorithm": "rabbit_password_hashing_sha256",
                        "password_hash": password_hash(password)}
                       for user, password in wanted_users
                       if not _user_as_wanted(known.get(user), password)],
-            "permissions": [p for p in wanted_permissions if _key(p, (
-                "user", "configure", "write", "read")) not in permissions],
-            "topic_permissions": [t for t in wanted_topics if _key(t, (
-                "user", "exchange", "write", "read")) not in topics],
+            "permissions": [p for p in wanted_permissions
+                            if _key(p, _PERMISSION_FIELDS) not in permissions],
+            "topic_permissions": [t for t in wanted_topics
+                                  if _key(t, _TOPIC_FIELDS) not in topics],
         }
         if any(definitions.values()):
             self.api("POST", "definitions", definitions, timeout=60)
@@ -236,6 +236,11 @@ class Broker:
         except urllib.error.HTTPError as e:
             if e.code != 404:
                 raise
+
+
+# What makes a permission the same one (the broker's listing has these fields too).
+_PERMISSION_FIELDS = ("user", "configure", "write", "read")
+_TOPIC_FIELDS = ("user", "exchange", "write", "read")
 
 
 def _key(entry: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...]:

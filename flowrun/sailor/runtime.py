@@ -347,7 +347,7 @@ class Sailor:
                                       self.ctx)
             events = self._collecting + [("data", r) for r in results]
         except Exception as e:  # the function's own failure: an error event, flow goes on
-            import traceback  # on errors only: not at every start
+            import traceback
             traceback.print_exc(file=sys.stdout)
             events = self._collecting + [("error", e)]
         finally:
@@ -600,7 +600,7 @@ class Sailor:
             try:
                 self.runner.call_hook(shutdown, self.cfg, self.startup_data)
             except Exception:
-                import traceback  # on errors only: not at every start
+                import traceback
                 traceback.print_exc(file=sys.stdout)
         try:
             if self.connection and self.connection.is_open:
@@ -666,6 +666,6 @@ def main() -> int:
         return 2
     except Exception:
         log("flowrun-sailor: crashed")
-        import traceback  # on errors only: not at every start
+        import traceback
         traceback.print_exc(file=sys.stdout)
         return 1
