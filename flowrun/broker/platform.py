@@ -19,7 +19,13 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from flowrun.broker.server import ADMIN_USER, BROKER_NAME, Broker
+from flowrun.broker.server import (
+    ADMIN_USER,
+    BROKER_MANAGEMENT_PORT,
+    BROKER_NAME,
+    Broker,
+    trace_queue_arguments,
+)
 from flowrun.core import labels, names
 from flowrun.core.plan import SERVICES_PORT, Plan
 from flowrun.engine.adapter import ContainerSpec, Engine
@@ -103,6 +109,10 @@ def flow_spec(plan: Plan) -> dict[str, Any]:
     return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
             "error_tally_queue": names.error_tally_queue(plan.flow),
             "trace_queue": names.trace_queue(plan.flow) if plan.trace else None,
+            # How the trace queue is made, for the services to make it again after a
+            # broker restart (which loses it, and the vhost's firehose with it).
+            "trace": {"arguments": trace_queue_arguments(), "exchange": names.FIREHOSE_EXCHANGE,
+                      "key": names.firehose_key(plan.flow)} if plan.trace else None,
             "dead_letter_queue": plan.dead_letter_queue,
             "variables": dict(plan.variables), "steps": steps}
 
@@ -134,7 +144,7 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
         config = json.dumps({"secret": broker.admin_pass, "amqp": {
             # On a swarm, any node of the broker's cluster.
             "host": names.BROKER_ALIAS if engine.swarm else BROKER_NAME, "port": 5672,
-            "user": ADMIN_USER,
+            "management_port": BROKER_MANAGEMENT_PORT, "user": ADMIN_USER,
             "password": broker.admin_pass}}).encode()
         engine.run(ContainerSpec(
             name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,

@@ -52,6 +52,12 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OUTPUT_KEEP = 1000  # the last step's latest outputs kept in `<flow>:output`
 TRACE_KEEP = 20_000  # copies waiting for the platform services to record them
 LIVE_TTL_MS = 60_000
+BROKER_MANAGEMENT_PORT = 15672
+
+
+def trace_queue_arguments() -> dict[str, Any]:
+    """A flow's trace queue: bounded, its oldest copies dropped first."""
+    return {"x-max-length": TRACE_KEEP, "x-overflow": "drop-head"}
 
 # The same start command works for the Debian-built image and the official one:
 # write the config from the environment, then exec the server itself as PID 1, as
@@ -65,7 +71,7 @@ _START = (
     '"loopback_users = none" '
     f'"max_message_size = {MAX_MESSAGE_BYTES}" '
     f'"vm_memory_high_watermark.absolute = {BROKER_MEMORY_WATERMARK}" '
-    '"management.tcp.port = 15672" > /etc/rabbitmq/rabbitmq.conf '
+    f'"management.tcp.port = {BROKER_MANAGEMENT_PORT}" > /etc/rabbitmq/rabbitmq.conf '
     # A cluster's node (on a swarm): its peers, and the cookie they share.
     '&& if [ -n "$FLOWRUN_BROKER_PEERS" ]; then { '
     'echo "cluster_formation.peer_discovery_backend = classic_config"; '

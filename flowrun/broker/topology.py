@@ -8,8 +8,8 @@ from flowrun.broker.server import (
     LIVE_TTL_MS,
     OUTPUT_KEEP,
     REBOUND_DELAY_MS,
-    TRACE_KEEP,
     Broker,
+    trace_queue_arguments,
 )
 from flowrun.core import names
 from flowrun.core.plan import Plan
@@ -52,8 +52,8 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
             # Not durable: its copies of persistent messages are never written to disk.
             # Fed by the vhost's firehose (see Broker.ensure_vhost), never by a binding
             # on the flow's exchange: that would count as a route for every publish.
-            ch.queue_declare(names.trace_queue(flow), durable=False, arguments={
-                "x-max-length": TRACE_KEEP, "x-overflow": "drop-head"})
+            ch.queue_declare(names.trace_queue(flow), durable=False,
+                             arguments=trace_queue_arguments())
             ch.queue_bind(names.trace_queue(flow), names.FIREHOSE_EXCHANGE,
                           routing_key=names.firehose_key(flow))
         else:

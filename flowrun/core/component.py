@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowrun.errors import ComponentError
 
 NODE_SAILOR_PACKAGE = "elasticio-sailor-nodejs"
+# The scripts npm runs while it installs a package (its own, or a dependency's). flowrun
+# installs a Node.js component's dependencies on the host with `--ignore-scripts`, so
+# none of them ever runs; a component whose own package.json has one is refused, since
+# it would expect it to have run.
+INSTALL_SCRIPTS = ("preinstall", "install", "postinstall", "prepublish", "preprepare",
+                   "prepare", "postprepare")
 
 
 class Runtime(StrEnum):
@@ -88,6 +94,14 @@ def load_component(path: Path, where: str) -> Component:
             f"{where}: {descriptor_path} is missing; a component needs a component.json "
             "with its triggers and actions"
         ) from None
+    except UnicodeDecodeError as e:
+        raise ComponentError(
+            f"{descriptor_path}: not UTF-8 text (byte {e.start}); save it as UTF-8 JSON"
+        ) from None
+    except OSError as e:  # a directory, unreadable, ...
+        raise ComponentError(
+            f"{descriptor_path}: cannot be read ({e.strerror or e}); it must be a JSON file"
+        ) from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -115,6 +129,7 @@ def load_component(path: Path, where: str) -> Component:
         )
     for group, functions in (("triggers", descriptor.triggers), ("actions", descriptor.actions)):
         for name, spec in functions.items():
+            _check_main_path(path, descriptor_path, f"{group}.{name}.main", spec.main)
             main = (path / spec.main).resolve()
             if not main.is_relative_to(path.resolve()):
                 raise ComponentError(
@@ -141,6 +156,23 @@ def load_component(path: Path, where: str) -> Component:
     return Component(path=path.resolve(), descriptor=descriptor, runtime=runtime)
 
 
+def _check_main_path(path: Path, descriptor_path: Path, field: str, main: str) -> None:
+    """A main file is a plain file of the component: no NUL byte in its name, and no
+    symlink on the way to it (images are built from the component's regular files only,
+    so a symlinked main would validate here and be missing in the step)."""
+    if "\0" in main:
+        raise ComponentError(f"{descriptor_path}: {field} contains a NUL byte; "
+                             "give the file's path")
+    current = path
+    for part in Path(main).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ComponentError(
+                f"{descriptor_path}: {field} '{main}' goes through the symlink "
+                f"{current.relative_to(path)}; flowrun copies no symlinks into images: "
+                "make it a regular file")
+
+
 def _runtime(path: Path, descriptor_path: Path) -> Runtime:
     """Node.js when package.json depends on the platform's sailor; Python otherwise."""
     package_path = path / "package.json"
@@ -153,6 +185,13 @@ def _runtime(path: Path, descriptor_path: Path) -> Runtime:
             f"{package_path}: invalid JSON ({e}); fix the syntax there") from None
     dependencies = package.get("dependencies") if isinstance(package, dict) else None
     if isinstance(dependencies, dict) and NODE_SAILOR_PACKAGE in dependencies:
+        scripts = package.get("scripts")
+        found = [s for s in INSTALL_SCRIPTS if isinstance(scripts, dict) and s in scripts]
+        if found:
+            raise ComponentError(
+                f"{package_path}: scripts.{found[0]} would run at install time; flowrun "
+                "never runs a component's install scripts (nor its dependencies'): "
+                "remove it, and do that work in the component's init or startup hook")
         return Runtime.NODE
     if any((path / spec).suffix == ".js" for spec in _mains(descriptor_path)):
         raise ComponentError(

@@ -10,7 +10,8 @@ from pathlib import Path
 from flowrun.sailor import SAILOR_VERSION
 from flowrun.settings import SAILOR_DIR
 
-SAILOR_REQUIREMENTS = ("pika", "jsonata-python", "cryptography")
+# uvicorn (with h11) serves the platform services, which run from the mapper's image.
+SAILOR_REQUIREMENTS = ("pika", "jsonata-python", "cryptography", "uvicorn", "h11")
 _IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", "node_modules", ".venv", ".idea", ".vscode"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", "~", ".tmp")

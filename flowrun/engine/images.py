@@ -108,7 +108,7 @@ def assemble_context(component: Component, target: Path) -> None:
 def node_modules(component: Component) -> Path:
     """The component's npm dependencies, installed on the host into a cache keyed by
     package.json and its lockfile: reinstalled only when one of them changes."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"ignore-scripts\0")  # installs made before scripts were refused
     sources = [name for name in ("package.json", *NPM_LOCKFILES)
                if (component.path / name).is_file()]
     for name in sources:
@@ -126,8 +126,13 @@ def node_modules(component: Component) -> Path:
     locked = any(name in NPM_LOCKFILES for name in sources)
     command = ([npm, "ci", "--omit=dev"] if locked
                else [npm, "install", "--omit=dev", "--no-package-lock"])
-    result = subprocess.run([*command, "--no-audit", "--no-fund", "--loglevel=error"],
-                            cwd=staging, capture_output=True, text=True)
+    # No install script runs, the component's nor any dependency's: npm runs on the host,
+    # as the user who ran flowrun (root, often), and opening someone's component with
+    # `flowrun up` must not hand them the machine. Set in npm's environment as well, so
+    # a dependency's own .npmrc cannot turn it back on.
+    result = subprocess.run([*command, "--ignore-scripts", "--no-audit", "--no-fund",
+                             "--loglevel=error"], cwd=staging, capture_output=True, text=True,
+                            env={**os.environ, "npm_config_ignore_scripts": "true"})
     if result.returncode != 0:
         lines = [line for line in (result.stderr or result.stdout).strip().splitlines()
                  if "complete log of this run" not in line][-5:]

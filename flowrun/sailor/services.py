@@ -31,6 +31,7 @@ reaches it by the alias `platform`; nothing is published beyond loopback.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -41,14 +42,18 @@ import threading
 import time
 import traceback
 import urllib.parse
-from collections import deque
+import urllib.request
+from collections import Counter, deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, files, wire
 from .wire import admin_token, api_key
@@ -139,6 +144,53 @@ class Flow:
             pass
         self.connection = self._channel = self._tracing = None
 
+    def look_after(self, amqp: dict[str, Any], now: float) -> None:
+        """The flow's chores, each on its own: one that fails (a queue the flow does
+        not have yet, or that a broker restart took) stops none of the others, so the
+        trigger keeps ticking whatever happened to its trace."""
+        chores: list[tuple[str, Callable[[], None]]] = [
+            ("snapshots", lambda: self.drain_snapshots(amqp)),
+            ("errors", lambda: self.count_errors(amqp)),
+            ("trace", lambda: self.record_trace(amqp)),
+            ("ticks", lambda: self.tick(amqp, now))]
+        for what, chore in chores:
+            try:
+                chore()
+            except pika.exceptions.ChannelClosedByBroker as e:
+                # Only the channel closes; the connection stays. 404: a queue not
+                # declared yet (the flow is warming up).
+                if e.reply_code != 404:
+                    log(f"flow {self.name}: {what}: {e.reply_text}")
+            except (pika.exceptions.AMQPError, OSError) as e:
+                self.drop_connection()
+                log(f"flow {self.name}: broker unavailable ({type(e).__name__}); retrying")
+                return
+            except Exception:
+                self.drop_connection()
+                traceback.print_exc(file=sys.stdout)
+                return
+
+    def restore_trace(self, amqp: dict[str, Any]) -> None:
+        """What a broker restart loses of a flow's trace, made again: RabbitMQ keeps
+        neither a vhost's firehose setting nor a non-durable queue across a restart
+        (the trace queue is not durable: its copies need no disk write)."""
+        queue, spec = self.spec.get("trace_queue"), self.spec.get("trace")
+        if not queue or not isinstance(spec, dict):
+            return
+        vhost = urllib.parse.quote(self.spec["vhost"], safe="")
+        management = f"http://{amqp['host']}:{int(amqp.get('management_port', 15672))}"
+        token = base64.b64encode(f"{amqp['user']}:{amqp['password']}".encode()).decode()
+        request = urllib.request.Request(
+            f"{management}/api/vhosts/{vhost}", method="PUT",
+            data=json.dumps({"tracing": True}).encode(),
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+        ch = self.channel(amqp)
+        ch.queue_declare(queue, durable=False, arguments=spec.get("arguments") or {})
+        ch.queue_bind(queue, spec["exchange"], routing_key=spec["key"])
+        log(f"flow {self.name}: trace recording restored")
+
     def drain_snapshots(self, amqp: dict[str, Any]) -> None:
         """Every snapshot message waiting, folded into the per-step snapshots, saved,
         then acked: a snapshot is never acked before it is on disk."""
@@ -184,7 +236,14 @@ class Flow:
         with self.lock:
             ch = self.channel(amqp)
             if self._tracing is not ch:
-                ch.basic_consume(queue, self._on_trace, auto_ack=True)
+                try:
+                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
+                except pika.exceptions.ChannelClosedByBroker as e:
+                    if e.reply_code != 404 or not self.spec.get("trace"):
+                        raise
+                    self.restore_trace(amqp)  # the broker restarted without it
+                    ch = self.channel(amqp)
+                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
                 self._tracing = ch
             self.connection.process_data_events(time_limit=0)
 
@@ -330,6 +389,10 @@ class Flow:
 
     # ------------------------------------------------------------ answers
 
+    def account_of(self, step: str) -> str | None:
+        spec = (self.spec.get("steps") or {}).get(step) or {}
+        return spec.get("account")
+
     def base_credentials(self, account: str) -> dict[str, Any]:
         for spec in (self.spec.get("steps") or {}).values():
             if spec.get("account") == account:
@@ -403,30 +466,18 @@ class Services:
         expected = f"Bearer {admin_token(self.secret)}"
         return header is not None and hmac.compare_digest(header.encode(), expected.encode())
 
+    def require_admin(self, call: Call) -> None:
+        if not self.is_admin(call.authorization):
+            raise Reply(401, "admin token required")
+
     def background(self) -> None:
         """Drains snapshots and publishes ticks, forever; a broker that is away is
         waited for (flows resume when it is back)."""
         while True:
             now = time.monotonic()
             for flow in list(self.flows.values()):
-                if not flow.active:
-                    continue
-                try:
-                    flow.drain_snapshots(self.amqp)
-                    flow.count_errors(self.amqp)
-                    flow.record_trace(self.amqp)
-                    flow.tick(self.amqp, now)
-                except pika.exceptions.ChannelClosedByBroker as e:
-                    # A queue not declared yet (the flow is warming up): only the
-                    # channel closes; the connection stays.
-                    if e.reply_code != 404:
-                        log(f"flow {flow.name}: {e.reply_text}")
-                except (pika.exceptions.AMQPError, OSError) as e:
-                    flow.drop_connection()
-                    log(f"flow {flow.name}: broker unavailable ({type(e).__name__}); retrying")
-                except Exception:
-                    flow.drop_connection()
-                    traceback.print_exc(file=sys.stdout)
+                if flow.active:
+                    flow.look_after(self.amqp, now)
             tracing = any(f.active and f.spec.get("trace_queue") for f in self.flows.values())
             time.sleep(min(0.2 if tracing else DRAIN_EVERY,
                            _next_tick_in(self.flows.values(), time.monotonic())))
@@ -437,170 +488,302 @@ def _next_tick_in(flows: Any, now: float) -> float:
     return max(0.05, min(upcoming) - now) if upcoming else DRAIN_EVERY
 
 
-class Handler(BaseHTTPRequestHandler):
-    services: Services  # set on the class by serve()
-    protocol_version = "HTTP/1.1"
+class Reply(Exception):
+    """An answer decided before the call's own work: a refusal, a bad request."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if args and str(args[1] if len(args) > 1 else "").startswith(("4", "5")):
-            log(f"{self.command} {self.path}: {format % args}")
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.value = code, {"message": message}
 
-    def _reply(self, code: int, value: Any = None) -> None:
-        body = json.dumps(value if value is not None else {}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else {}
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, as the routes see it: read whole, within its limits."""
 
-    def _route(self) -> None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        s = self.services
-        if path == "/healthz":
-            return self._reply(200, {"ok": True})
-        if m := _ADMIN_TRACE_PATH.match(path):
-            if not s.is_admin(self.headers.get("Authorization")):
-                return self._reply(401, {"message": "admin token required"})
-            flow = s.flow(m.group(1))
-            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-            dead: list[dict[str, Any]] = []
-            try:
-                flow.record_trace(s.amqp)  # what is waiting now counts
-                dead = flow.dead_letters(s.amqp)
-            except pika.exceptions.ChannelClosedByBroker:
-                pass  # a queue not there (yet): what is recorded still answers
-            except Exception:  # the broker away: what is recorded still answers
-                flow.drop_connection()
-            with flow.lock:
-                threads = flow.threads(int(query.get("limit", ["10"])[0]),
-                                       query.get("thread", [None])[0], dead)
-            return self._reply(200, {"flow": flow.name, "recording": bool(
-                flow.spec.get("trace_queue")), "threads": threads})
-        if m := _ADMIN_FLOW_PATH.match(path):
-            if not s.is_admin(self.headers.get("Authorization")):
-                return self._reply(401, {"message": "admin token required"})
-            return self._admin(s.flow(m.group(1)))
-        caller = s.who(self.headers.get("Authorization"))
-        if caller is None:
-            return self._reply(401, {"message": "unknown step or wrong API key"})
-        flow_name, step = caller
-        if m := _STEP_PATH.match(path):
-            if self.command != "GET":
-                return self._reply(405)
-            if (m.group(1), m.group(2)) != (flow_name, step):
-                return self._reply(403, {"message": "a step may read its own step only"})
-            flow = s.flow(flow_name)
-            try:
-                flow.drain_snapshots(s.amqp)  # what it emitted just before a crash counts
-            except pika.exceptions.ChannelClosedByBroker:
-                pass  # no snapshot queue yet: the flow is warming up, nothing to drain
-            except Exception as e:  # the broker away: the snapshot on disk still answers
-                flow.drop_connection()
-                log(f"flow {flow_name}: snapshots not drained before step-info ({e!r})")
-            info = flow.step_info(step)
-            if info is None:
-                return self._reply(404, {"message": f"flow {flow_name} has no step {step}"})
-            return self._reply(200, info)
-        if m := _HOOK_PATH.match(path):
-            if m.group(1) != flow_name:
-                return self._reply(403, {"message": "another flow's hook data"})
-            return self._hook(s.flow(flow_name))
-        if m := _ACCOUNT_PATH.match(path):
-            flow = s.flow(flow_name)
-            account = m.group(1)
-            owners = {spec.get("account") for spec in (flow.spec.get("steps") or {}).values()}
-            if account not in owners or self.command != "PUT":
-                return self._reply(403 if self.command == "PUT" else 405,
-                                   {"message": "not an account of this flow"})
-            body = self._body()
-            keys = body.get("keys", body) if isinstance(body, dict) else {}
-            with flow.lock:
-                current = flow.credentials(account)
-                current.update(keys if isinstance(keys, dict) else {})
-                flow.accounts[account] = {"base": flow.base_credentials(account),
-                                          "keys": current}
-                flow.save("accounts")
-            return self._reply(200, {"id": account, "keys": current})
-        return self._reply(404, {"message": f"no such call: {self.command} {path}"})
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    authorization: str | None
+    body: bytes = b""
 
-    def _hook(self, flow: Flow) -> None:
-        with flow.lock:
-            if self.command == "GET":
-                if "startup" not in flow.hooks:
-                    return self._reply(404, {"message": "no startup data"})
-                return self._reply(200, flow.hooks["startup"])
-            if self.command == "POST":
-                if "startup" in flow.hooks:
-                    return self._reply(409, {"message": "startup data exists"})
-                flow.hooks["startup"] = self._body()
-                flow.save("hooks")
-                return self._reply(201, flow.hooks["startup"])
-            if self.command == "DELETE":
-                flow.hooks.pop("startup", None)
-                flow.save("hooks")
-                return self._reply(200, {})
-        return self._reply(405)
-
-    def _admin(self, flow: Flow) -> None:
-        with flow.lock:
-            if self.command == "PUT":
-                spec = self._body()
-                flow.spec = spec
-                _write_json(flow.dir / "flow.json", spec)
-                flow.next_tick.clear()
-                return self._reply(200, {"flow": flow.name, "steps": len(spec.get("steps", {}))})
-            if self.command == "DELETE":
-                purge = "purge=1" in (urllib.parse.urlsplit(self.path).query or "")
-                flow.spec = {}
-                flow.drop_connection()
-                flow.next_tick.clear()
-                if purge:
-                    for what in ("flow", "snapshots", "hooks", "accounts", "errors"):
-                        (flow.dir / f"{what}.json").unlink(missing_ok=True)
-                    flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
-                    flow.trace.clear()
-                    flow.trace_bytes = 0
-                else:
-                    (flow.dir / "flow.json").unlink(missing_ok=True)
-                return self._reply(200, {"flow": flow.name, "purged": purge})
-            if self.command == "GET":
-                return self._reply(200, {"snapshots": flow.snapshots, "errors": flow.errors,
-                                         "hooks": flow.hooks,
-                                         "steps": sorted(flow.spec.get("steps") or {})})
-        return self._reply(405)
-
-    def _safe(self) -> None:
+    def json(self) -> Any:
         try:
-            self._route()
-        except (ValueError, KeyError) as e:
-            self._reply(400, {"message": f"bad request: {e}"})
-        except BrokenPipeError:
-            pass
-        except Exception as e:
-            traceback.print_exc(file=sys.stdout)
-            self._reply(500, {"message": repr(e)})
+            return json.loads(self.body) if self.body else {}
+        except ValueError as e:
+            raise Reply(400, f"the body is not JSON ({e})") from None
 
-    do_GET = do_POST = do_PUT = do_DELETE = _safe
+
+def route(s: Services, call: Call) -> tuple[int, Any]:
+    """Who may call what; blocking (the broker, the disk), so it runs on a worker."""
+    path = call.path
+    if path == "/healthz":
+        return 200, {"ok": True}
+    if m := _ADMIN_TRACE_PATH.match(path):
+        s.require_admin(call)
+        flow = s.flow(m.group(1))
+        dead: list[dict[str, Any]] = []
+        try:
+            flow.record_trace(s.amqp)  # what is waiting now counts
+            dead = flow.dead_letters(s.amqp)
+        except pika.exceptions.ChannelClosedByBroker:
+            pass  # a queue not there (yet): what is recorded still answers
+        except Exception:  # the broker away: what is recorded still answers
+            flow.drop_connection()
+        try:
+            limit = int(call.query.get("limit", ["10"])[0])
+        except ValueError:
+            raise Reply(400, "limit must be a number") from None
+        with flow.lock:
+            threads = flow.threads(limit, call.query.get("thread", [None])[0], dead)
+        return 200, {"flow": flow.name, "recording": bool(flow.spec.get("trace_queue")),
+                     "threads": threads}
+    if m := _ADMIN_FLOW_PATH.match(path):
+        s.require_admin(call)
+        return admin(s.flow(m.group(1)), call)
+    caller = s.who(call.authorization)
+    if caller is None:
+        return 401, {"message": "unknown step or wrong API key"}
+    flow_name, step = caller
+    if m := _STEP_PATH.match(path):
+        if call.method != "GET":
+            return 405, {"message": "step info is read with GET"}
+        if (m.group(1), m.group(2)) != (flow_name, step):
+            return 403, {"message": "a step may read its own step only"}
+        flow = s.flow(flow_name)
+        try:
+            flow.drain_snapshots(s.amqp)  # what it emitted just before a crash counts
+        except pika.exceptions.ChannelClosedByBroker:
+            pass  # no snapshot queue yet: the flow is warming up, nothing to drain
+        except Exception as e:  # the broker away: the snapshot on disk still answers
+            flow.drop_connection()
+            log(f"flow {flow_name}: snapshots not drained before step-info ({e!r})")
+        info = flow.step_info(step)
+        if info is None:
+            return 404, {"message": f"flow {flow_name} has no step {step}"}
+        return 200, info
+    if m := _HOOK_PATH.match(path):
+        if m.group(1) != flow_name:
+            return 403, {"message": "another flow's hook data"}
+        return hook(s.flow(flow_name), call)
+    if m := _ACCOUNT_PATH.match(path):
+        if call.method != "PUT":
+            return 405, {"message": "an account is updated with PUT"}
+        flow = s.flow(flow_name)
+        account = m.group(1)
+        # Its own account only: being in the same flow is not enough (a step could
+        # otherwise read, and replace, another step's credentials).
+        if account != flow.account_of(step):
+            return 403, {"message": "a step may update its own account only"}
+        body = call.json()
+        keys = body.get("keys", body) if isinstance(body, dict) else {}
+        with flow.lock:
+            current = flow.credentials(account)
+            current.update(keys if isinstance(keys, dict) else {})
+            flow.accounts[account] = {"base": flow.base_credentials(account), "keys": current}
+            flow.save("accounts")
+        return 200, {"id": account, "keys": current}
+    return 404, {"message": f"no such call: {call.method} {path}"}
+
+
+def hook(flow: Flow, call: Call) -> tuple[int, Any]:
+    with flow.lock:
+        if call.method == "GET":
+            if "startup" not in flow.hooks:
+                return 404, {"message": "no startup data"}
+            return 200, flow.hooks["startup"]
+        if call.method == "POST":
+            if "startup" in flow.hooks:
+                return 409, {"message": "startup data exists"}
+            flow.hooks["startup"] = call.json()
+            flow.save("hooks")
+            return 201, flow.hooks["startup"]
+        if call.method == "DELETE":
+            flow.hooks.pop("startup", None)
+            flow.save("hooks")
+            return 200, {}
+    return 405, {"message": "hook data: GET, POST or DELETE"}
+
+
+def admin(flow: Flow, call: Call) -> tuple[int, Any]:
+    with flow.lock:
+        if call.method == "PUT":
+            spec = call.json()
+            if not isinstance(spec, dict):
+                raise Reply(400, "a flow's spec is a JSON object")
+            flow.spec = spec
+            _write_json(flow.dir / "flow.json", spec)
+            flow.next_tick.clear()
+            flow.restored = False
+            return 200, {"flow": flow.name, "steps": len(spec.get("steps", {}))}
+        if call.method == "DELETE":
+            purge = call.query.get("purge", ["0"])[0] == "1"
+            flow.spec = {}
+            flow.drop_connection()
+            flow.next_tick.clear()
+            if purge:
+                for what in ("flow", "snapshots", "hooks", "accounts", "errors"):
+                    (flow.dir / f"{what}.json").unlink(missing_ok=True)
+                flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
+                flow.trace.clear()
+                flow.trace_bytes = 0
+            else:
+                (flow.dir / "flow.json").unlink(missing_ok=True)
+            return 200, {"flow": flow.name, "purged": purge}
+        if call.method == "GET":
+            return 200, {"snapshots": flow.snapshots, "errors": flow.errors,
+                         "hooks": flow.hooks, "steps": sorted(flow.spec.get("steps") or {})}
+    return 405, {"message": "a flow: PUT, GET or DELETE"}
+
+
+# ---------------------------------------------------------------- serving
+#
+# Served by uvicorn (asyncio, h11): a connection costs a socket, not a thread, and
+# h11 parses requests (a garbage request line is a 400, a chunked body is a body).
+# What uvicorn leaves open is closed here: a connection that brings no whole request
+# within REQUEST_SECONDS, more than PEER_CONNECTIONS from one address, bodies over
+# their cap, and a body that takes longer than REQUEST_SECONDS to arrive.
+
+MAX_STEP_BODY = 1024 * 1024  # a step's hook data or updated keys
+MAX_ADMIN_BODY = 256 * 1024 * 1024  # a flow's spec from the host: its steps' configs
+REQUEST_SECONDS = 10.0
+KEEP_ALIVE_SECONDS = 5
+PEER_CONNECTIONS = 128  # open at once from one address (a step, or the host)
+MAX_CONNECTIONS = 4096
+WORKERS = 8  # calls doing their blocking work (the broker, the disk) at once
+
+
+class App:
+    """The services' HTTP answers, as an ASGI application."""
+
+    def __init__(self, services: Services, workers: int = WORKERS) -> None:
+        self.services = services
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="call")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers") or []}
+        try:
+            call = Call(method=scope["method"], path=scope["path"],
+                        query=urllib.parse.parse_qs(scope.get("query_string", b"").decode(
+                            "latin-1")), authorization=headers.get("authorization"))
+            if call.method in ("PUT", "POST"):
+                cap = (MAX_ADMIN_BODY if call.path.startswith("/admin/")
+                       and self.services.is_admin(call.authorization) else MAX_STEP_BODY)
+                body = await asyncio.wait_for(_read_body(receive, headers, cap),
+                                              REQUEST_SECONDS)
+                call = Call(call.method, call.path, call.query, call.authorization, body)
+            code, value = await asyncio.get_running_loop().run_in_executor(
+                self.pool, _answer, self.services, call)
+        except Reply as e:
+            code, value = e.code, e.value
+        except TimeoutError:
+            code, value = 408, {"message": f"the request took over {REQUEST_SECONDS:g} s"}
+        except _Gone:
+            return
+        raw = json.dumps(value if value is not None else {}, default=str).encode()
+        await send({"type": "http.response.start", "status": code, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode())]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+class _Gone(Exception):
+    """The caller went away before its request was whole."""
+
+
+async def _read_body(receive: Any, headers: dict[str, str], cap: int) -> bytes:
+    length = headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > cap):
+        raise Reply(413, f"a body may have at most {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Gone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise Reply(413, f"a body may have at most {cap} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _answer(services: Services, call: Call) -> tuple[int, Any]:
+    try:
+        return route(services, call)
+    except Reply as e:
+        return e.code, e.value
+    except (ValueError, KeyError) as e:
+        return 400, {"message": f"bad request: {e}"}
+    except Exception as e:
+        traceback.print_exc(file=sys.stdout)
+        return 500, {"message": repr(e)}
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with what it leaves to whoever runs it: a
+    connection must bring a whole request within REQUEST_SECONDS of opening (or of
+    its last answer), and one address holds at most PEER_CONNECTIONS."""
+
+    peers: Counter[str] = Counter()
+    peer_cap = PEER_CONNECTIONS
+    request_seconds = REQUEST_SECONDS
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._peer = self.client[0] if self.client else "?"
+        self._answered = self._looked = 0
+        GuardedH11.peers[self._peer] += 1
+        if (GuardedH11.peers[self._peer] > self.peer_cap
+                or len(self.connections) > MAX_CONNECTIONS):
+            transport.close()
+            return
+        self._watch = self.loop.call_later(self.request_seconds, self._look)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        GuardedH11.peers[self._peer] -= 1
+        if GuardedH11.peers[self._peer] <= 0:
+            del GuardedH11.peers[self._peer]
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.cancel()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self._answered += 1
+        super().on_response_complete()
+
+    def _look(self) -> None:
+        """Nothing answered since the last look and no request in hand: a connection
+        held open for nothing (idle from the start, or trickling its headers)."""
+        if self.transport.is_closing():
+            return
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if self._answered == self._looked and not busy:
+            self.transport.close()
+            return
+        self._looked = self._answered
+        self._watch = self.loop.call_later(self.request_seconds, self._look)
+
+
+def server(services: Services, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(
+        App(services), host=host, port=port, http=GuardedH11, lifespan="off",
+        access_log=False, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=64 * 1024, server_header=False, date_header=False))
 
 
 def main() -> int:
     files.receive(str(CONFIG_FILE))  # on one host, sent on standard input at the first start
     config = json.loads(CONFIG_FILE.read_text())
     services = Services(config, DATA_DIR)
-    Handler.services = services
     threading.Thread(target=services.background, daemon=True, name="background").start()
-    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = True
     log(f"flowrun platform services: listening on :{PORT}, {len(services.flows)} flow(s) known")
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
+    server(services, "0.0.0.0", PORT).run()
     return 0
 
 
