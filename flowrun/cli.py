@@ -191,11 +191,16 @@ def _since(value: str | None) -> datetime | None:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
     if m:
         seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return datetime.now(UTC) - timedelta(seconds=seconds)
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise BadInput(f"--since {value} reaches back before the year 1; use a "
+                           "shorter duration") from None
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter("use a duration (30s, 5m, 2h) or an ISO time") from None
+        raise BadInput(f"--since {value!r}: use a duration (30s, 5m, 2h) or an ISO "
+                       "time") from None
 
 
 @cli.command()
@@ -215,7 +220,8 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and STEP")
     if tail_lines != "all" and not tail_lines.isdigit():
-        raise click.BadParameter("a number of lines, or all", param_hint="--tail")
+        raise BadInput(f"--tail {tail_lines!r}: give a number of lines, or all")
+    since_at = _since(since)
     engine = _engine()
     flow_arg, step = (args + (None, None))[:2]
     if len(args) == 1 and not Path(args[0]).is_file() and args[0] not in running_flows(engine):
@@ -223,7 +229,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
     name = _resolve_flow(engine, flow_arg)
     show_logs(engine, name, step, follow=follow,
               tail=int(tail_lines) if tail_lines.isdigit() else "all",
-              since=_since(since), timestamps=timestamps, raw=raw)
+              since=since_at, timestamps=timestamps, raw=raw)
 
 
 @cli.command()
@@ -264,6 +270,18 @@ def _broker(engine: Any, timeout: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
+def _json_body(raw: str) -> Any:
+    """Strict JSON: NaN and Infinity, which Python's json takes, are not JSON (a Node.js
+    step could not read the message)."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a JSON value")
+
+    try:
+        return json.loads(raw, parse_constant=refuse)
+    except ValueError as e:
+        raise BadInput(f"BODY is not JSON ({e}); e.g. '{{\"name\": \"Ada\"}}'") from None
+
+
 def _trigger_of(engine: Any, flow: str) -> str:
     from flowrun.commands.status import flow_record
 
@@ -292,10 +310,9 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
     flow_arg, raw = (None, args[0]) if len(args) == 1 else (args + (None, None))[:2]
     if raw == "-":
         raw = sys.stdin.read()
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError as e:
-        raise BadInput(f"BODY is not JSON ({e}); e.g. '{{\"name\": \"Ada\"}}'") from None
+        if not raw.strip():
+            raise BadInput("BODY: standard input was empty; pipe a JSON body into it")
+    body = _json_body(raw) if raw else {}
     engine = _engine()
     flow = _resolve_flow(engine, flow_arg)
     if as_step:

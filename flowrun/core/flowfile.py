@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from flowrun.errors import FlowFileError
 
@@ -26,6 +27,23 @@ MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]?$"
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 MAX_REPLICAS = 16
+# Docker's own floor for a container's memory limit, and a ceiling no laptop or CI
+# machine reaches (past it the number overflows in Docker, whose raw error `up` gave).
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+MAX_MEMORY_BYTES = 1024 ** 4
+
+
+def memory_bytes(value: str) -> int:
+    """`256m` -> bytes (the MEMORY_PATTERN forms: a number, optional k, m or g)."""
+    scale = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}.get(value[-1:], 1)
+    return int(value.rstrip("kmg")) * scale
+
+
+def _memory_in_range(value: str | None) -> str | None:
+    if value is not None and re.fullmatch(MEMORY_PATTERN, value) and not (
+            MIN_MEMORY_BYTES <= memory_bytes(value) <= MAX_MEMORY_BYTES):
+        raise PydanticCustomError("memory_range", "memory out of range")
+    return value
 
 
 class StepSpec(BaseModel):
@@ -41,6 +59,7 @@ class StepSpec(BaseModel):
     map: dict[str, str] | str | None = None
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
     interval: float | None = Field(default=None, gt=0, le=3600)
+    _memory = field_validator("memory")(_memory_in_range)
     # Containers that consume the step's queue as competing consumers (its mapping,
     # the injected mapper in front of it, runs as many).
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
@@ -52,6 +71,7 @@ class FlowSpec(BaseModel):
     version: Literal[1]
     name: str = Field(pattern=NAME_PATTERN)
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
+    _memory = field_validator("memory")(_memory_in_range)
     # Flow variables: every step's step-info call returns them (`$getFlowVariables()`).
     variables: dict[str, Any] = Field(default_factory=dict)
     # Record every message for `flowrun trace` (a copy per message, kept bounded).
@@ -269,6 +289,9 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel], secret: bool = Fal
         value = "the value from ${...}" if secret else repr(err.get("input"))
         hint = _RANGE_HINTS.get(last, err["msg"].lower())
         return f"{dotted}: {value} is out of range; use {hint}"
+    if kind == "memory_range":
+        value = "the value from ${...}" if secret else repr(err.get("input"))
+        return f"{dotted}: {value} is out of range; use from 6m to 1024g, e.g. 256m"
     if kind == "literal_error" and last == "version":
         return f"version: {err.get('input')!r} is not supported; write 'version: 1'"
     if kind == "too_short" and last == "steps":

@@ -21,7 +21,7 @@ from flowrun.core import names
 from flowrun.core.component import Component, FunctionType, Runtime, load_component
 from flowrun.core.flowfile import LoadedFlow, StepSpec
 from flowrun.core.masking import mask
-from flowrun.errors import FlowFileError
+from flowrun.errors import ComponentError, FlowFileError
 from flowrun.settings import MAPPER_COMPONENT_DIR
 
 DEFAULT_MEMORY = "256m"
@@ -39,6 +39,7 @@ SERVICES_PORT = 9090
 # laptop). Node.js sailors double it on each further rebound, but the rebound queue's
 # own TTL (broker.server.REBOUND_DELAY_MS, the same 1 s) caps every wait.
 REBOUND_INITIAL_MS = 1000
+MASKED_COMPONENT = "***"  # a component whose path comes from ${VAR}
 
 
 class StepKind(StrEnum):
@@ -79,9 +80,14 @@ class RealStep:
     # Containers consuming the step's input queue as competing consumers. Not in
     # config_hash: scaling a step starts or stops replicas, it replaces none.
     replicas: int = 1
+    # The component's path came from ${VAR}: printed as MASKED_COMPONENT, never as is.
+    component_from_env: bool = False
 
     @property
     def image(self) -> str:
+        if self.component_from_env:  # named by a digest of its path, not by the path
+            digest = hashlib.sha256(str(self.component.path).encode()).hexdigest()[:8]
+            return names.image(f"component-{digest}", self.revision)
         return names.image(self.component.name, self.revision)
 
     @property
@@ -143,7 +149,12 @@ class RealStep:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        return f"{self.component.name}:{self.function}"
+        shown = MASKED_COMPONENT if self.component_from_env else self.component.name
+        return f"{shown}:{self.function}"
+
+    @property
+    def shown_component(self) -> str:
+        return MASKED_COMPONENT if self.component_from_env else str(self.component.path)
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,7 @@ class Plan:
                     "id": s.id,
                     "kind": s.kind.value,
                     "runtime": s.runtime.value,
-                    "component": str(s.component.path),
+                    "component": s.shown_component,
                     "function": s.function,
                     "revision": s.revision,
                     "image": s.image,
@@ -249,7 +260,16 @@ def load_components(flow: LoadedFlow) -> dict[int, Component]:
         where = f"{flow.step_where(i, 'component')}: step '{step.id}'"
         directory = (flow.directory / step.component).resolve()
         if directory not in cache:
-            cache[directory] = load_component(directory, where)
+            try:
+                cache[directory] = load_component(directory, where)
+            except ComponentError:
+                if ("steps", i, "component") not in flow.interpolated:
+                    raise
+                # Its message would show the path, which came from a variable.
+                raise ComponentError(
+                    f"{where}: component: the directory from ${{...}} (not shown) is not a "
+                    "component with a valid component.json; check the variable's value"
+                ) from None
         components[i] = cache[directory]
     return components
 
@@ -295,8 +315,10 @@ def _check_function(flow: LoadedFlow, i: int, step: StepSpec, component: Compone
     kind = component.function_type(step.function)
     if kind is None:
         names = ", ".join(component.function_names())
+        shown = ("the component from ${...}" if ("steps", i, "component") in flow.interpolated
+                 else f"{component.path}/component.json")
         raise FlowFileError(
-            f"{where}: function '{step.function}' is not in {component.path}/component.json; "
+            f"{where}: function '{step.function}' is not in {shown}; "
             f"use one of: {names}"
         )
     if i == 0 and kind is not FunctionType.TRIGGER:
@@ -344,6 +366,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
             interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
             revision=revisions[component.path], visible_index=i, replicas=step.replicas,
             shown_config=mask(dict(step.config), flow.from_env("steps", i, "config")),
+            component_from_env=("steps", i, "component") in flow.interpolated,
         ))
         previous = step.id
     unique = tuple({s.component.path: s.component for s in real}.values())

@@ -4,6 +4,7 @@ from the environment (where people keep secrets) is never printed back."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +53,8 @@ def test_billion_laughs_ends_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(FlowFileError, match="more than 100,000 values"):
         load_flow(path, {})
-    assert time.monotonic() - started < 1.0
+    # Generous on a loaded machine: unbounded, it would not end at all.
+    assert time.monotonic() - started < 10.0
     assert "YAML aliases" in one_line_exit_2(run("validate", str(path)))
 
 
@@ -163,3 +165,84 @@ def test_names_are_unambiguous_across_flows() -> None:
     assert names.data_key("p", "x-y") != names.data_key("p-x", "y")
     assert names.BROKER_NETWORK != names.network("broker")
     assert names.mapper_id("a", "b-c") != names.mapper_id("a-b", "c")
+
+
+def test_a_component_path_from_a_variable_is_never_printed(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "tok-98765-secret"
+    shutil.copytree(COMPONENTS / "crm", secret_dir)
+    path = flow_with(tmp_path, """  - id: crm
+    component: ${CRM_DIR}
+    function: upsertContact
+""")
+    env = {"SHOP_KEY": "x", "SHOP_URL": "y", "CRM_DIR": str(secret_dir)}
+    result = run("plan", "--json", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "98765" not in result.stdout
+    assert json.loads(result.stdout)["steps"][2]["component"] == "***"
+    assert "98765" not in run("plan", str(path), env=env).stdout
+    line = one_line_exit_2(run("validate", str(path), env={**env, "CRM_DIR": "/nope-98765"}))
+    assert "98765" not in line and "not shown" in line
+    wrong = flow_with(tmp_path, """  - id: crm
+    component: ${CRM_DIR}
+    function: noSuchFunction
+""")
+    line = one_line_exit_2(run("validate", str(wrong), env=env))
+    assert "98765" not in line and "noSuchFunction" in line
+
+
+def _component(tmp_path: Path, main: str = "./run.py") -> Path:
+    root = tmp_path / "comp"
+    root.mkdir()
+    (root / "component.json").write_text(json.dumps(
+        {"title": "t", "actions": {"run": {"main": main}}}))
+    (root / "run.py").write_text("def process(msg):\n    return msg.body\n")
+    return root
+
+
+def _flow_of(tmp_path: Path, component: Path, extra: str = "") -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text(f"""version: 1
+name: hostile{extra}
+steps:
+  - {{id: src, component: {COMPONENTS}/shop, function: newOrders}}
+  - {{id: run, component: {component}, function: run}}
+""")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["latin-1", "directory"])
+def test_a_component_json_that_cannot_be_read_is_one_line(tmp_path: Path, damage: str) -> None:
+    component = _component(tmp_path)
+    descriptor = component / "component.json"
+    if damage == "latin-1":
+        descriptor.write_bytes('{"title": "caf\u00e9", "actions": {}}'.encode("latin-1"))
+    else:
+        descriptor.unlink()
+        descriptor.mkdir()
+    line = one_line_exit_2(run("validate", str(_flow_of(tmp_path, component))))
+    assert "component.json" in line
+
+
+def test_a_main_with_a_nul_byte_is_one_line(tmp_path: Path) -> None:
+    line = one_line_exit_2(run("validate", str(_flow_of(tmp_path, _component(
+        tmp_path, "./run\u0000.py")))))
+    assert "NUL" in line
+
+
+def test_a_main_through_a_symlink_is_refused_not_left_out_of_the_image(tmp_path: Path) -> None:
+    component = _component(tmp_path, "./link.py")
+    (component / "link.py").symlink_to(component / "run.py")
+    line = one_line_exit_2(run("validate", str(_flow_of(tmp_path, component))))
+    assert "symlink" in line and "link.py" in line
+
+
+@pytest.mark.parametrize("memory", ['"1"', '"99999999999999g"', "1025g", "5m"])
+def test_a_memory_docker_would_refuse_is_refused_by_validate(tmp_path: Path,
+                                                             memory: str) -> None:
+    path = flow_with(tmp_path, f"""  - id: crm
+    component: {COMPONENTS}/crm
+    function: upsertContact
+    memory: {memory}
+""")
+    line = one_line_exit_2(run("validate", str(path), env={"SHOP_KEY": "x", "SHOP_URL": "y"}))
+    assert "out of range" in line and "flow.yaml:14" in line
