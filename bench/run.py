@@ -36,6 +36,7 @@ from bench import swarm  # noqa: E402
 from flowrun.broker.messaging import Sender, data_key, decode, make_message  # noqa: E402
 from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
+from flowrun.core import names  # noqa: E402
 from flowrun.engine.adapter import Engine  # noqa: E402
 from flowrun.sailor.runtime import Confirms  # noqa: E402
 
@@ -172,7 +173,8 @@ class Receiver:
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
-        self.channel.queue_bind(self.queue, flow, routing_key=data_key(flow, step))
+        self.channel.queue_bind(self.queue, names.step_exchange(flow, step),
+                                routing_key=data_key(flow, step))
         self.latencies: list[float] = []
 
     def collect(self, count: int, timeout: float) -> None:

@@ -79,7 +79,8 @@ class Tap:
         self.channel = self.connection.channel()
         declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
         self.queue = declared.method.queue
-        self.channel.queue_bind(self.queue, flow, routing_key=data_key(flow, step))
+        self.channel.queue_bind(self.queue, names.step_exchange(flow, step),
+                                routing_key=data_key(flow, step))
 
     def take(self, count: int, timeout: float,
              on_message: Callable[[dict[str, Any]], None]) -> int:
@@ -127,7 +128,7 @@ class Sender:
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
         self.confirms.publish(
-            names.exchange(self.flow), data_key(self.flow, as_step),
+            names.step_exchange(self.flow, as_step), data_key(self.flow, as_step),
             encode(self.keys, message), properties_for(self.flow, as_step, message))
         if len(self.confirms.unconfirmed) >= self.BATCH:
             self.flush()

@@ -7,8 +7,8 @@ AMQP, where each declaration is one round trip.
 Isolation: the broker sits only on networks flowrun made (its own, whose
 ports are published on loopback, and each flow's), never on Docker's default
 bridge. Each step logs in as its own user, who may read its own input and
-snapshot queues, publish to its flow's exchange with its own routing keys
-only, and configure (declare, purge, delete) nothing.
+snapshot queues, publish to its own exchange (bound only where its own keys
+lead) with its own routing keys only, and configure (declare, purge, delete) nothing.
 """
 
 from __future__ import annotations
@@ -187,15 +187,17 @@ class Broker:
         cost the broker 70 ms of CPU on every `up`). An updated user keeps its
         connections."""
         vhost = names.vhost(flow)
-        exchange = names.exchange(flow)
         wanted_users, wanted_permissions, wanted_topics = [], [], []
         for step in steps:
             user = names.step_user(flow, step)
+            exchange = names.step_exchange(flow, step)
             wanted_users.append((user, self.step_password(flow, step)))
+            # It writes to its own exchange only, which leads only where its own keys
+            # do (CC and BCC keys included: see names.step_exchange).
             wanted_permissions.append({"user": user, "vhost": vhost, "configure": "^$",
                                        "write": f"^{re.escape(exchange)}$",
                                        "read": names.step_read_pattern(flow, step)})
-            # Topic authorisation: on the flow's exchange, only its own routing keys.
+            # Topic authorisation: there, only its own routing keys.
             wanted_topics.append({"user": user, "vhost": vhost, "exchange": exchange,
                                   "write": names.step_key_pattern(flow, step), "read": "^$"})
         known = {u["name"]: u for u in self._get_list("users")}

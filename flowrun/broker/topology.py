@@ -16,42 +16,42 @@ from flowrun.core.plan import Plan
 
 
 def declare_topology(broker: Broker, plan: Plan) -> None:
-    """Every queue and binding of the flow, before any of its steps can publish.
+    """Every exchange, queue and binding of the flow, before any of its steps can publish.
 
     A message published to a routing key no queue is bound to is confirmed by the
     broker and dropped; so the whole topology exists first (and the sailors publish
     with `mandatory`, so a message that still finds no queue comes back and is
-    retried rather than acked upstream). Bindings on the flow's exchange that the
-    plan does not have (a removed step's input) are taken away, so nothing keeps
-    filling a queue nobody reads.
+    retried rather than acked upstream). Each real step publishes to an exchange of
+    its own (names.step_exchange), bound with its own keys only: a key it names in a
+    CC or BCC header that is not its own reaches nothing. Bindings the plan does not
+    have (a removed step's input) are taken away, and so are the exchanges of steps
+    that left the flow, so nothing keeps filling a queue nobody reads.
     """
     flow = plan.flow
-    exchange = names.exchange(flow)
-    wanted: set[tuple[str, str]] = set()
+    wanted: set[tuple[str, str, str]] = set()
+    exchanges = {names.step_exchange(flow, s.id) for s in plan.steps}
     connection = broker.connect(flow)
     try:
         ch = connection.channel()
-        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
 
-        def bind(queue: str, key: str) -> None:
+        def bind(queue: str, exchange: str, key: str) -> None:
             ch.queue_bind(queue, exchange, routing_key=key)
-            wanted.add((queue, key))
+            wanted.add((exchange, queue, key))
 
+        for exchange in sorted(exchanges):
+            ch.exchange_declare(exchange, exchange_type="topic", durable=True)
         ch.queue_declare(plan.error_queue, durable=True, arguments={"x-queue-type": "quorum"})
-        bind(plan.error_queue, names.any_step_key(flow, "error"))
         ch.queue_declare(names.error_tally_queue(flow), durable=True,
                          arguments={"x-queue-type": "quorum"})
-        bind(names.error_tally_queue(flow), names.any_step_key(flow, "error"))
         ch.queue_declare(plan.dead_letter_queue, durable=True,
                          arguments={"x-queue-type": "quorum"})
         ch.queue_declare(names.live_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
             "x-message-ttl": LIVE_TTL_MS})
-        bind(names.live_queue(flow), names.any_step_key(flow, "live"))
         if plan.trace:
             # Not durable: its copies of persistent messages are never written to disk.
             # Fed by the vhost's firehose (see Broker.ensure_vhost), never by a binding
-            # on the flow's exchange: that would count as a route for every publish.
+            # on a step's exchange: that would count as a route for every publish.
             ch.queue_declare(names.trace_queue(flow), durable=False,
                              arguments=trace_queue_arguments())
             ch.queue_bind(names.trace_queue(flow), names.FIREHOSE_EXCHANGE,
@@ -61,14 +61,18 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         # The last step's outputs have no next step: they are kept, bounded, here.
         ch.queue_declare(names.output_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})
-        bind(names.output_queue(flow), plan.steps[-1].routes.data)
+        last = plan.steps[-1]
+        bind(names.output_queue(flow), last.routes.exchange, last.routes.data)
         # Every step's snapshots, in order: the platform services fold them into one
         # snapshot per step (`updateSnapshot` merges, so none may be dropped).
         ch.queue_declare(plan.snapshot_queue, durable=True,
                          arguments={"x-queue-type": "quorum"})
-        bind(plan.snapshot_queue, names.any_step_key(flow, "snapshot"))
         for step in plan.steps:
             r = step.routes
+            bind(plan.error_queue, r.exchange, r.error)
+            bind(names.error_tally_queue(flow), r.exchange, r.error)
+            bind(plan.snapshot_queue, r.exchange, r.snapshot)
+            bind(names.live_queue(flow), r.exchange, names.live_key(flow, step.id))
             if r.input_queue is None:
                 continue
             ch.queue_declare(r.input_queue, durable=True, arguments={
@@ -77,21 +81,33 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": plan.dead_letter_queue,
             })
-            if r.listens_to is None or r.rebound_queue is None:
+            if r.listens_to is None or r.listens_on is None or r.rebound_queue is None:
                 continue  # a ticked trigger's input: the platform services fill it
-            bind(r.input_queue, r.listens_to)
+            bind(r.input_queue, r.listens_on, r.listens_to)
             # A rebound waits here, then dead-letters back into the step's input.
             ch.queue_declare(r.rebound_queue, durable=True, arguments={
                 "x-message-ttl": REBOUND_DELAY_MS,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": r.input_queue,
             })
-            bind(r.rebound_queue, r.rebound)
+            bind(r.rebound_queue, r.exchange, r.rebound)
+        gone: set[str] = set()
         for b in broker.bindings(flow):
-            if b.get("source") != exchange or b.get("destination_type") != "queue":
+            source = b.get("source") or ""
+            if b.get("destination_type") != "queue" or not _of_flow(flow, source):
+                continue
+            if source not in exchanges:
+                gone.add(source)  # a step that left the flow, or the flow's old exchange
                 continue
             queue, key = b["destination"], b["routing_key"]
-            if (queue, key) not in wanted and names.is_declared_queue(flow, queue):
-                ch.queue_unbind(queue, exchange, routing_key=key)
+            if (source, queue, key) not in wanted and names.is_declared_queue(flow, queue):
+                ch.queue_unbind(queue, source, routing_key=key)
+        for exchange in sorted(gone):
+            ch.exchange_delete(exchange)
     finally:
         connection.close()
+
+
+def _of_flow(flow: str, exchange: str) -> bool:
+    """A step exchange of the flow, or the one exchange of a flow made before."""
+    return exchange == names.legacy_exchange(flow) or exchange.startswith(f"{flow}.")

@@ -11,7 +11,7 @@ injected id never equals a visible one, and two different pairs never give
 the same mapper id.
 
 RabbitMQ topic routing keys are dot-separated words and a mapper id has three
-of them, so bindings that match "any step" use '#' (any number of words), not
+of them, so a pattern that matches "any step" uses '#' (any number of words), not
 '*' (exactly one).
 """
 
@@ -106,7 +106,18 @@ def step_user(flow: str, step: str) -> str:
     return f"{flow}.{step}"
 
 
-def exchange(flow: str) -> str:
+def step_exchange(flow: str, step: str) -> str:
+    """Where a step publishes: an exchange of its own, bound only to the queues its own
+    routing keys lead to. RabbitMQ routes a publish by its routing key and by the keys
+    its `CC` and `BCC` headers name, and checks only the first against a user's topic
+    permissions: on an exchange shared by the flow's steps, a step could CC its way
+    into any queue of the flow. On its own exchange, a key not its own matches nothing."""
+    return f"{flow}.{step}"
+
+
+def legacy_exchange(flow: str) -> str:
+    """The one exchange every step of a flow published to before they had their own;
+    taken away when a flow made before is brought up again."""
     return flow
 
 
@@ -145,8 +156,9 @@ FIREHOSE_EXCHANGE = "amq.rabbitmq.trace"
 
 
 def firehose_key(flow: str) -> str:
-    """The firehose's routing key for publishes to the flow's exchange."""
-    return f"publish.{exchange(flow)}"
+    """Binding key for the firehose's copies of publishes to any of the flow's step
+    exchanges (the firehose's routing key is `publish.<exchange>`)."""
+    return f"publish.{flow}.#"
 
 
 def dead_letter_queue(flow: str) -> str:
@@ -191,11 +203,6 @@ def account_id(flow: str, step: str) -> str:
 
 def live_key(flow: str, step: str) -> str:
     return f"{flow}.{step}.live"
-
-
-def any_step_key(flow: str, suffix: str) -> str:
-    """Binding key for `suffix` from any step ('#': mapper ids span three words)."""
-    return f"{flow}.#.{suffix}"
 
 
 def step_key_pattern(flow: str, step: str) -> str:

@@ -52,9 +52,10 @@ class StepKind(StrEnum):
 class Routes:
     """Where a step reads and writes, in the hosted platform's sailor terms."""
 
-    exchange: str
+    exchange: str  # the step's own: it publishes nowhere else
     input_queue: str | None  # None for the trigger: it has no input
     listens_to: str | None  # the previous step's data routing key
+    listens_on: str | None  # ... on the previous step's exchange
     data: str
     error: str
     snapshot: str
@@ -222,9 +223,10 @@ def routes_for(flow: str, step_id: str, previous: str | None, ticked: bool = Fal
     """`ticked`: a trigger whose process() runs once per message on an input queue
     of its own (bound to nothing: the platform services put the ticks there)."""
     return Routes(
-        exchange=names.exchange(flow),
+        exchange=names.step_exchange(flow, step_id),
         input_queue=names.input_queue(flow, step_id) if previous or ticked else None,
         listens_to=names.data_key(flow, previous) if previous else None,
+        listens_on=names.step_exchange(flow, previous) if previous else None,
         data=names.data_key(flow, step_id),
         error=names.error_key(flow, step_id),
         snapshot=names.snapshot_key(flow, step_id),

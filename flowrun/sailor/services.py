@@ -726,10 +726,13 @@ def _answer(services: Services, call: Call) -> tuple[int, Any]:
 
 class GuardedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, with what it leaves to whoever runs it: a
-    connection must bring a whole request within REQUEST_SECONDS of opening (or of
-    its last answer), and one address holds at most PEER_CONNECTIONS."""
+    connection must bring a whole request within `request_seconds` of opening (or of
+    its last answer), and one address holds at most `peer_cap` connections. Past the
+    cap, the address's oldest connection with no request in hand is closed, not the
+    new one: whoever holds connections open for nothing loses them to whoever comes
+    with a request (the host's calls and any local user's arrive from one address)."""
 
-    peers: Counter[str] = Counter()
+    peers: dict[str, list[GuardedH11]] = {}
     peer_cap = PEER_CONNECTIONS
     request_seconds = REQUEST_SECONDS
 
@@ -737,17 +740,23 @@ class GuardedH11(H11Protocol):
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else "?"
         self._answered = self._looked = 0
-        GuardedH11.peers[self._peer] += 1
-        if (GuardedH11.peers[self._peer] > self.peer_cap
-                or len(self.connections) > MAX_CONNECTIONS):
+        if len(self.connections) > MAX_CONNECTIONS:
             transport.close()
             return
+        mine = GuardedH11.peers.setdefault(self._peer, [])
+        mine.append(self)
+        if len(mine) > self.peer_cap:
+            idle = next((c for c in mine if c is not self and not c._busy()), None)
+            if idle is not None:
+                idle.transport.close()
         self._watch = self.loop.call_later(self.request_seconds, self._look)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        GuardedH11.peers[self._peer] -= 1
-        if GuardedH11.peers[self._peer] <= 0:
-            del GuardedH11.peers[self._peer]
+        mine = GuardedH11.peers.get(getattr(self, "_peer", "?"), [])
+        if self in mine:
+            mine.remove(self)
+            if not mine:
+                del GuardedH11.peers[self._peer]
         watch = getattr(self, "_watch", None)
         if watch is not None:
             watch.cancel()
@@ -757,13 +766,15 @@ class GuardedH11(H11Protocol):
         self._answered += 1
         super().on_response_complete()
 
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _look(self) -> None:
         """Nothing answered since the last look and no request in hand: a connection
         held open for nothing (idle from the start, or trickling its headers)."""
         if self.transport.is_closing():
             return
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if self._answered == self._looked and not busy:
+        if self._answered == self._looked and not self._busy():
             self.transport.close()
             return
         self._looked = self._answered

@@ -316,9 +316,12 @@ class Executor:
         # binding, and takes away the bindings of steps that left the flow.
         broker.ensure_vhost(plan.flow, tracing=plan.trace)
         declare_topology(broker, plan)
+        steps = [s.id for s in plan.steps]
         if self.listener is None or not self.listener.thread.is_alive():
-            self.listener = LiveListener(broker, plan.flow, self.put,
+            self.listener = LiveListener(broker, plan.flow, steps, self.put,
                                          self.stop_following).start()
+        else:
+            self.listener.listen(steps)
         broker.ensure_users(plan.flow, [s.id for s in plan.steps])
 
     def _check_cancelled(self) -> None:

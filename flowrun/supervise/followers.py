@@ -5,8 +5,9 @@ removed. All of them only put events on the supervisor's queue."""
 from __future__ import annotations
 
 import json
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -127,11 +128,15 @@ class LiveListener:
     thread: this one is made, used and closed inside the listener's thread.
     """
 
-    def __init__(self, broker: Broker, flow: str, put: Callable[[Event], None],
-                 stop: threading.Event) -> None:
+    def __init__(self, broker: Broker, flow: str, steps: Iterable[str],
+                 put: Callable[[Event], None], stop: threading.Event) -> None:
         self.broker, self.flow, self.put, self.stop = broker, flow, put, stop
         self.bound = threading.Event()
         self.failed: BaseException | None = None
+        # Each step announces itself on its own exchange: one binding per step, made
+        # in the listener's thread (steps a redeploy adds come through `listen`).
+        self.pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.listen(steps)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"live-{flow}")
 
     def start(self, timeout: float = 10) -> LiveListener:
@@ -139,13 +144,28 @@ class LiveListener:
         self.bound.wait(timeout)
         return self
 
+    def listen(self, steps: Iterable[str]) -> None:
+        for step in steps:
+            self.pending.put(step)
+
+    def _bind_pending(self, channel: Any, queue_name: str, done: set[str]) -> None:
+        while True:
+            try:
+                step = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            if step not in done:
+                channel.queue_bind(queue_name, names.step_exchange(self.flow, step),
+                                   routing_key=names.live_key(self.flow, step))
+                done.add(step)
+
     def _run(self) -> None:
+        done: set[str] = set()
         try:
             connection = self.broker.connect(self.flow)
             channel = connection.channel()
             queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.queue_bind(queue_name, names.exchange(self.flow),
-                               routing_key=names.any_step_key(self.flow, "live"))
+            self._bind_pending(channel, queue_name, done)
         except Exception as e:  # the log followers still see liveness, only later
             self.failed = e
             self.bound.set()
@@ -156,6 +176,7 @@ class LiveListener:
                                                         inactivity_timeout=0.2):
                 if self.stop.is_set():
                     break
+                self._bind_pending(channel, queue_name, done)
                 if method is not None:
                     said = json.loads(body)
                     step, replica = said.get("step"), said.get("replica", 1)

@@ -21,6 +21,7 @@ import pika.exceptions
 from flowrun.broker.messaging import data_key, decode, make_message, properties_for
 from flowrun.broker.platform import message_keys
 from flowrun.broker.server import find_broker
+from flowrun.core import names
 from flowrun.core.names import input_queue
 
 ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -59,7 +60,8 @@ class Sink:
         conn = _connect(self.engine, self.flow, time.monotonic() + 30)
         ch = conn.channel()
         ch.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
-        ch.queue_bind(self.queue, self.flow, routing_key=data_key(self.flow, self.step))
+        ch.queue_bind(self.queue, names.step_exchange(self.flow, self.step),
+                      routing_key=data_key(self.flow, self.step))
         conn.close()
 
     def drain_until(self, count: int, timeout: float) -> None:
@@ -128,7 +130,8 @@ class Stream(threading.Thread):
             try:
                 while seq < self.count:
                     message = make_message(self.body, {"seq": seq, "sentAt": time.time()})
-                    ch.basic_publish(self.flow, data_key(self.flow, self.as_step),
+                    ch.basic_publish(names.step_exchange(self.flow, self.as_step),
+                                     data_key(self.flow, self.as_step),
                                      keys.encrypt(message),
                                      properties_for(self.flow, self.as_step, message))
                     seq += 1

@@ -291,14 +291,16 @@ def test_a_step_may_read_its_input_and_publish_as_itself_nothing_more(
         assert on_channel(lambda ch: ch.basic_get(f"{name}:b:messages"))
         assert on_channel(lambda ch: ch.basic_get(f"{name}:errors"))
         assert on_channel(lambda ch: ch.queue_declare("mine"))
-        assert on_channel(lambda ch: ch.exchange_delete(name))
+        assert on_channel(lambda ch: ch.exchange_delete(f"{name}.a"))
 
-        def publish_as(ch: Any, key: str) -> None:
+        def publish_as(ch: Any, key: str, exchange: str = f"{name}.a") -> None:
             ch.confirm_delivery()
-            ch.basic_publish(name, key, b"{}")
+            ch.basic_publish(exchange, key, b"{}")
 
         assert on_channel(lambda ch: publish_as(ch, f"{name}.b.message"))
         assert on_channel(lambda ch: publish_as(ch, f"{name}.mapper.src.a.message"))
+        assert on_channel(lambda ch: publish_as(ch, f"{name}.b.message", f"{name}.b"))
+        assert on_channel(lambda ch: publish_as(ch, f"{name}:b:messages", ""))
         # What it is for still works: reading its own input, publishing as itself.
         ch = conn.channel()
         ch.basic_get(f"{name}:a:messages", auto_ack=False)

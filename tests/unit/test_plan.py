@@ -71,7 +71,7 @@ def test_env_uses_the_platform_sailor_names() -> None:
     assert env["ELASTICIO_STEP_ID"] == "enrich"
     assert env["ELASTICIO_FUNCTION"] == "upsertContact"
     assert env["ELASTICIO_LISTEN_MESSAGES_ON"] == "orders:enrich:messages"
-    assert env["ELASTICIO_PUBLISH_MESSAGES_TO"] == "orders"
+    assert env["ELASTICIO_PUBLISH_MESSAGES_TO"] == "orders.enrich"  # its own exchange
     for key in ("DATA", "ERROR", "SNAPSHOT", "REBOUND"):
         assert env[f"ELASTICIO_{key}_ROUTING_KEY"].startswith("orders.enrich.")
 
