@@ -43,7 +43,7 @@ import time
 import traceback
 import urllib.parse
 import urllib.request
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
