@@ -12,6 +12,7 @@ from flowrun.broker.server import Broker, find_broker
 from flowrun.commands.status import StepStatus, flow_queues, flow_status, running_flows
 from flowrun.core import labels, names
 from flowrun.core.logline import readable
+from flowrun.core.masking import mask
 from flowrun.engine.adapter import Engine
 
 LOG_LINES = 60
@@ -68,7 +69,9 @@ def step_detail(engine: Engine, flow: str, step: str) -> dict[str, Any]:
         except (OSError, ValueError):
             threads = []
         records = [r for t in threads for r in t["records"] if r.get("step") == step]
-        messages = sorted(records, key=lambda r: r.get("seq", 0))[-STEP_MESSAGES:]
+        # Masked as `flowrun trace` masks them: the page is a terminal too.
+        messages = [mask(r) for r in sorted(records, key=lambda r: r.get("seq", 0))[
+            -STEP_MESSAGES:]]
     observed = engine.find(names.container(flow, step))
     lines = ([readable(line) for line in engine.logs(observed.name, tail=LOG_LINES)]
              if observed is not None and observed.labels.get(labels.FLOW) == flow else [])

@@ -13,6 +13,8 @@ import uvicorn
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
@@ -24,6 +26,7 @@ from flowrun.ui.model import flows_snapshot, step_detail, threads
 
 UI_DIR = RESOURCES / "ui"
 EVERY = 1.0  # seconds between live updates
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 def make_app(engine: Engine) -> Starlette:
@@ -49,7 +52,10 @@ def make_app(engine: Engine) -> Starlette:
         return JSONResponse(await run_in_threadpool(threads, engine,
                                                     request.path_params["flow"]))
 
-    return Starlette(routes=[
+    # Only a loopback Host: a web page the user visits could otherwise read this one
+    # through DNS rebinding (its own name, made to point at 127.0.0.1).
+    return Starlette(middleware=[Middleware(TrustedHostMiddleware,
+                                            allowed_hosts=list(LOOPBACK_HOSTS))], routes=[
         Route("/", index),
         Route("/api/flows", flows),
         Route("/api/events", events),
@@ -59,8 +65,8 @@ def make_app(engine: Engine) -> Starlette:
     ])
 
 
-def serve(engine: Engine, port: int, on_ready: Any = None) -> None:
-    """Blocks until Ctrl-C. Loopback only: the page shows messages and logs."""
+def make_server(engine: Engine, port: int, on_ready: Any = None) -> uvicorn.Server:
+    """Loopback only: the page shows messages and logs. `on_ready` gets the bound port."""
     config = uvicorn.Config(make_app(engine), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -71,4 +77,9 @@ def serve(engine: Engine, port: int, on_ready: Any = None) -> None:
             await original(sockets=sockets)
             on_ready(server.servers[0].sockets[0].getsockname()[1] if server.servers else port)
         server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    return server
+
+
+def serve(engine: Engine, port: int, on_ready: Any = None) -> None:
+    """Blocks until Ctrl-C."""
+    make_server(engine, port, on_ready).run()
