@@ -133,8 +133,14 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
     if detach and with_ui:
         raise click.UsageError("--ui needs an attached `up`; drop -d, or run `flowrun ui`")
     from flowrun.core.load import load_plan
+    from flowrun.render.output import Unbreakable
     from flowrun.render.renderers import choose
     from flowrun.supervise.supervisor import Supervisor, UpOptions
+
+    # A reader that goes away (`| head`, `| tee` ended by the same Ctrl-C) must not
+    # end the supervisor: the flow would run on with no one to take it down.
+    sys.stdout = Unbreakable(sys.stdout)
+    sys.stderr = Unbreakable(sys.stderr)
 
     p = load_plan(flow, os.environ)
     engine = _engine()
