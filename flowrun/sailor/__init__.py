@@ -1,7 +1,8 @@
 """flowrun's sailor: the agent inside every step container.
 
 It runs inside component images, not on the host, and depends only on the
-standard library, pika and (for mapper steps) jsonata-python. Imports between
+standard library, pika, cryptography and (for mapper steps) jsonata-python; the
+platform services (services.py), which run from the mapper's image, add uvicorn. Imports between
 its modules are relative, so it works under whatever package name the image
 gives it.
 """

@@ -24,9 +24,11 @@ module, for as long as flows run (also after `flowrun up -d` has returned):
   (admin token), on a port published on loopback only.
 
 Every caller authenticates. A step's user is `<flow>.<step>` with a key derived
-from the host's secret; it may read its own step only, and its own flow's hook
-data and account. The container sits on each flow's networks, so a step
+from the host's secret; it may read its own step only, its own flow's hook
+data, and its own account. The container sits on each flow's networks, so a step
 reaches it by the alias `platform`; nothing is published beyond loopback.
+Served by uvicorn, with the limits below (see "serving"): any step and any local
+user can reach this server, and none of them may starve it for the others.
 """
 
 from __future__ import annotations
