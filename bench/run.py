@@ -36,9 +36,9 @@ from bench import swarm  # noqa: E402
 from flowrun.broker.messaging import Sender, data_key, decode, make_message  # noqa: E402
 from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
-from flowrun.core import names  # noqa: E402
+from flowrun.contract import names  # noqa: E402
+from flowrun.contract.confirms import Confirms  # noqa: E402
 from flowrun.engine.adapter import Engine  # noqa: E402
-from flowrun.sailor.runtime import Confirms  # noqa: E402
 
 COMPONENTS = ROOT / "sample_flows" / "components"
 RESULTS = ROOT / "bench" / "results"

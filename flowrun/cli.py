@@ -7,15 +7,16 @@ import json
 import os
 import re
 import sys
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from flowrun import __version__
-from flowrun.errors import BadInput, FlowFailed, FlowrunError
+from flowrun.errors import BadInput, FlowrunError
+
+if TYPE_CHECKING:
+    from flowrun.engine.protocol import ContainerEngine
 
 # A command's imports make hundreds of thousands of objects that live as long as the
 # process; collecting cycles among them while they load took a tenth of the CLI's
@@ -26,56 +27,10 @@ PROGRESS = click.Choice(["auto", "plain", "json"])
 UI_PORT = 8411
 
 
-def _engine() -> Any:
-    from flowrun.engine.swarm import connect_engine
+def _engine() -> ContainerEngine:
+    from flowrun.commands.resolve import connect_engine
 
-    # On a swarm manager, the registry its nodes pull flowrun's images from.
-    return connect_engine(os.environ.get("FLOWRUN_REGISTRY") or None)
-
-
-def _resolve_flow(engine: Any, flow: str | None, must_run: bool = True,
-                  queues_count: bool = False) -> str:
-    """A flow name from a name, a flow file, or the only running flow. A name that no
-    flow on this host has is bad input (exit 2), not an empty answer."""
-    from flowrun.commands.status import running_flows
-    from flowrun.core.flowfile import NAME_PATTERN, load_flow
-
-    if flow and Path(flow).is_file():
-        name = load_flow(flow, os.environ).spec.name
-        if must_run and name not in running_flows(engine):
-            raise BadInput(f"flow {name} ({flow}) is not running; start it with "
-                           f"`flowrun up {flow}`")
-        return name
-    running = running_flows(engine)
-    if flow:
-        if not re.match(NAME_PATTERN, flow):
-            raise BadInput(f"{flow!r} is neither a flow file nor a flow name")
-        if flow not in running and not (queues_count and _has_queues(engine, flow)):
-            shown = ", ".join(running) if running else "none"
-            raise BadInput(f"no flow named {flow} on this host (running: {shown}); "
-                           "check the name, or give the flow file")
-        return flow
-    if len(running) == 1:
-        return running[0]
-    if not running:
-        raise BadInput("no flow is running; start one with `flowrun up FLOW`")
-    raise BadInput(f"several flows run ({', '.join(running)}); name one")
-
-
-def _has_queues(engine: Any, flow: str) -> bool:
-    from flowrun.broker.server import find_broker
-
-    broker = find_broker(engine)
-    return broker is not None and broker.has_flow(flow)
-
-
-def _check_step(engine: Any, flow: str, step: str, option: str) -> None:
-    from flowrun.commands.status import known_steps
-
-    steps = known_steps(engine, flow)
-    if step not in steps:
-        raise BadInput(f"{option}: flow {flow} has no step '{step}'; its steps: "
-                       f"{', '.join(steps)}")
+    return connect_engine()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,9 +100,8 @@ def up(flow: str, detach: bool, watch: bool, timeout: float, dry_run: bool, recr
     p = load_plan(flow, os.environ)
     engine = _engine()
     gc.freeze()  # what is loaded by now stays: no collection walks it again
-    if engine.swarm and engine.registry is None and not dry_run:
-        raise BadInput("the Docker engine (DOCKER_HOST) is a swarm manager: name the registry "
-                       "its nodes pull from, e.g. FLOWRUN_REGISTRY=registry.example:5000")
+    if not dry_run:
+        engine.preflight()  # e.g. a swarm manager with no registry named: exit 2
     renderer = choose(progress, sys.stdout.isatty(), bool(os.environ.get("CI")))
     supervisor = Supervisor(engine, renderer)
     if with_ui:
@@ -175,11 +129,12 @@ def _end_now(code: int) -> NoReturn:
 @click.option("--json", "as_json", is_flag=True)
 def status(flow: str | None, as_json: bool) -> None:
     """Every real step: state, live, uptime, restarts, queue depth, counters, staleness."""
+    from flowrun.commands.resolve import resolve_flow
     from flowrun.commands.status import flow_status, running_flows
     from flowrun.render.renderers import print_status
 
     engine = _engine()
-    flows = [_resolve_flow(engine, flow)] if flow else running_flows(engine)
+    flows = [resolve_flow(engine, flow)] if flow else running_flows(engine)
     statuses = [flow_status(engine, f) for f in flows]
     if as_json:
         click.echo(json.dumps({"flows": [s.to_json() for s in statuses]}, indent=2))
@@ -221,7 +176,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
          timestamps: bool, raw: bool) -> None:
     """Logs of one step, or of every step interleaved: flowrun logs [FLOW] [STEP]."""
     from flowrun.commands.logs import show_logs
-    from flowrun.commands.status import running_flows
+    from flowrun.commands.resolve import flow_and_step
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and STEP")
@@ -229,10 +184,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
         raise BadInput(f"--tail {tail_lines!r}: give a number of lines, or all")
     since_at = _since(since)
     engine = _engine()
-    flow_arg, step = (args + (None, None))[:2]
-    if len(args) == 1 and not Path(args[0]).is_file() and args[0] not in running_flows(engine):
-        flow_arg, step = None, args[0]
-    name = _resolve_flow(engine, flow_arg)
+    name, step = flow_and_step(engine, args)
     show_logs(engine, name, step, follow=follow,
               tail=int(tail_lines) if tail_lines.isdigit() else "all",
               since=since_at, timestamps=timestamps, raw=raw)
@@ -246,6 +198,7 @@ def logs(args: tuple[str, ...], follow: bool, tail_lines: str, since: str | None
 def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
     """Stop and remove a flow's containers and network (queues are kept unless --purge)."""
     from flowrun.commands.down import take_down
+    from flowrun.commands.resolve import resolve_flow
 
     if everything and flow:
         raise click.UsageError("--all takes no FLOW")
@@ -255,46 +208,8 @@ def down(flow: str | None, purge: bool, everything: bool, grace: float) -> None:
         return
     # A flow file names a flow even when nothing of it runs (`down --purge` after a
     # failed `up` in CI); a bare name must be one this host knows.
-    take_down(engine, _resolve_flow(engine, flow, must_run=False, queues_count=purge),
+    take_down(engine, resolve_flow(engine, flow, must_run=False, queues_count=purge),
               grace=grace, purge=purge)
-
-
-def _broker(engine: Any, timeout: float = 30.0) -> Any:
-    """The running broker, once it accepts connections (it may be restarting)."""
-    from flowrun.broker.server import find_broker
-
-    deadline = time.monotonic() + timeout
-    while True:
-        broker = find_broker(engine)
-        if broker is not None and broker.ready():
-            return broker
-        if time.monotonic() > deadline:
-            if broker is None:
-                raise FlowFailed("the broker is not running; start a flow with "
-                                 "`flowrun up FLOW`")
-            raise FlowFailed(f"the broker did not accept connections within {timeout:g} s")
-        time.sleep(0.2)
-
-
-def _json_body(raw: str) -> Any:
-    """Strict JSON: NaN and Infinity, which Python's json takes, are not JSON (a Node.js
-    step could not read the message)."""
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not a JSON value")
-
-    try:
-        return json.loads(raw, parse_constant=refuse)
-    except ValueError as e:
-        raise BadInput(f"BODY is not JSON ({e}); e.g. '{{\"name\": \"Ada\"}}'") from None
-
-
-def _trigger_of(engine: Any, flow: str) -> str:
-    from flowrun.commands.status import flow_record
-
-    for planned in flow_record(engine, flow) or []:
-        if planned.kind == "trigger":
-            return planned.step
-    raise BadInput(f"flow {flow} is not running; start it with `flowrun up`")
 
 
 @cli.command()
@@ -309,7 +224,8 @@ def _trigger_of(engine: Any, flow: str) -> str:
 def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: str | None,
          expect_count: int | None, timeout: float) -> None:
     """Push a message into a running flow: flowrun send [FLOW] [BODY-JSON | -]."""
-    from flowrun.broker.messaging import Sender, check_size, make_message, tap
+    from flowrun.commands.send import json_body
+    from flowrun.commands.send import send as push
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and BODY")
@@ -318,38 +234,10 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
         raw = sys.stdin.read()
         if not raw.strip():
             raise BadInput("BODY: standard input was empty; pipe a JSON body into it")
-    body = _json_body(raw) if raw else {}
-    engine = _engine()
-    flow = _resolve_flow(engine, flow_arg)
-    if as_step:
-        _check_step(engine, flow, as_step, "--as")
-    if expect_step:
-        _check_step(engine, flow, expect_step, "--expect")
-    messages = [make_message(body, {"seq": i, "sentAt": time.time()}) for i in range(count)]
-    for message in messages[:1]:
-        check_size(message)  # too large for the broker: exit 2 before anything is sent
-    broker = _broker(engine, timeout or 30.0)
-    source = as_step or _trigger_of(engine, flow)
-
-    def publish() -> None:
-        sender = Sender(broker, flow, timeout=timeout or 30.0)
-        try:
-            for message in messages:
-                sender.send(source, message)
-        finally:
-            sender.close()
-
-    if not expect_step:
-        publish()
-        click.echo(f"sent {count} message(s) into {flow} as {source}", err=True)
-        return
-    want = expect_count or count
-    with tap(broker, flow, expect_step) as t:
-        publish()
-        got = t.take(want, timeout, lambda m: click.echo(json.dumps(m)))
-    if got < want:
-        raise FlowFailed(f"{got} of {want} message(s) came out of {expect_step} "
-                         f"within {timeout:g} s")
+    body = json_body(raw) if raw else {}
+    push(_engine(), flow_arg, body, as_step=as_step, count=count, expect_step=expect_step,
+         expect_count=expect_count, timeout=timeout, out=click.echo,
+         said=lambda text: click.echo(text, err=True))
 
 
 @cli.command()
@@ -359,22 +247,16 @@ def send(args: tuple[str, ...], as_step: str | None, count: int, expect_step: st
 @click.option("--body", "body_only", is_flag=True, help="Print only each message's body.")
 def tail(args: tuple[str, ...], count: int, timeout: float, body_only: bool) -> None:
     """Wait for COUNT messages out of a step: flowrun tail [FLOW] STEP."""
-    from flowrun.broker.messaging import tap
+    from flowrun.commands.send import tail as wait_out
 
     if len(args) > 2:
         raise click.UsageError("give at most FLOW and STEP")
     flow_arg, step = (None, args[0]) if len(args) == 1 else args[:2]
-    engine = _engine()
-    flow = _resolve_flow(engine, flow_arg)
-    _check_step(engine, flow, step, "STEP")
-    with tap(_broker(engine, timeout or 30.0), flow, step) as t:
-        got = t.take(count, timeout,
-                     lambda m: click.echo(json.dumps(m.get("body") if body_only else m)))
-    if got < count:
-        raise FlowFailed(f"{got} of {count} message(s) came out of {step} within {timeout:g} s")
+    wait_out(_engine(), flow_arg, step, count=count, timeout=timeout, body_only=body_only,
+             out=click.echo)
 
 
-def _serve_ui_in_background(engine: Any, port: int) -> None:
+def _serve_ui_in_background(engine: ContainerEngine, port: int) -> None:
     import threading
 
     from flowrun.ui.server import serve
@@ -406,10 +288,11 @@ def ui(port: int) -> None:
 def trace(flow: str | None, count: int, thread: str | None, follow: bool, full: bool,
           as_json: bool) -> None:
     """What happened to the latest messages, step by step: flowrun trace [FLOW]."""
+    from flowrun.commands.resolve import resolve_flow
     from flowrun.commands.trace import show_trace
 
     engine = _engine()
-    name = _resolve_flow(engine, flow)
+    name = resolve_flow(engine, flow)
     show_trace(engine, name, count=count, thread=thread, follow=follow, full=full,
                as_json=as_json)
 

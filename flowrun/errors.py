@@ -7,6 +7,9 @@
     ├── EngineUnavailable        exit 3: no Docker engine answers
     ├── EngineError              exit 1: Docker refused something flowrun asked for
     ├── BuildFailed              exit 1: a component image did not build
+    ├── ServiceError             exit 1: the broker's management API or the platform
+    │   │                        services answered with an error (status set)
+    │   └── Unreachable          ... or could not be reached at all (status None)
     └── FlowFailed               exit 1: a step never became live, or a wait timed out
 """
 
@@ -49,6 +52,19 @@ class StaleNetwork(EngineError):
 
 class BuildFailed(FlowrunError):
     pass
+
+
+class ServiceError(FlowrunError):
+    """An HTTP service of flowrun's (the broker's management API, the platform
+    services) answered with an error; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(ServiceError):
+    """Refused, timed out, or an answer that was not HTTP."""
 
 
 class FlowFailed(FlowrunError):

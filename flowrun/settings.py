@@ -9,7 +9,12 @@ import os
 from pathlib import Path
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
-SAILOR_DIR = Path(__file__).resolve().parent / "sailor"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# What goes into images beside a component: the sailor (every Python step) or the
+# platform services (their own image), each with the contract they share.
+CONTRACT_DIR = PACKAGE_DIR / "contract"
+SAILOR_DIR = PACKAGE_DIR / "sailor"
+SERVICES_DIR = PACKAGE_DIR / "services"
 MAPPER_COMPONENT_DIR = RESOURCES / "mapper"
 
 DEFAULT_BASE_IMAGE = "flowrun/python-base:bookworm"
@@ -40,6 +45,11 @@ def dockerfile_path() -> Path:
     (the repository's top-level Dockerfile.component is a link to it)."""
     override = os.environ.get("FLOWRUN_DOCKERFILE")
     return Path(override) if override else RESOURCES / "Dockerfile.component"
+
+
+def services_dockerfile_path() -> Path:
+    """The platform services' image template."""
+    return RESOURCES / "Dockerfile.services"
 
 
 def cache_dir() -> Path:

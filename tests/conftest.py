@@ -53,11 +53,31 @@ def engine() -> Any:
     return eng
 
 
-def flowrun(*args: str, timeout: float = 180, check: bool = True,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def plan_of(path: Path, env: dict[str, str] | None = None,
+            revision: str | None = None) -> Any:
+    """The plan of a flow file, expanded without building or digesting anything: each
+    component's revision is `rev-<name>` (or `revision`). The tests' one plan builder."""
+    from flowrun.core.flowfile import load_flow
+    from flowrun.core.plan import check_flow, expand, load_components, load_mapper
+
+    flow = load_flow(path, env or {})
+    components = load_components(flow)
+    check_flow(flow, components)
+    mapper = load_mapper()
+    revisions = {c.path: revision or f"rev-{c.name}" for c in [*components.values(), mapper]}
+    return expand(flow, components, mapper, revisions)
+
+
+def flowrun(*args: str, timeout: float = 180, check: bool = True, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The tests' one way to run the CLI, from the repository's root. `env`: the whole
+    environment it gets (with a PATH), instead of this one's with CI set."""
+    if env is not None:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **{
+            k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}, **env}
     result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
                             text=True, timeout=timeout, cwd=ROOT, input=stdin,
-                            env={**os.environ, "CI": "true"})
+                            env=env if env is not None else {**os.environ, "CI": "true"})
     if check and result.returncode != 0:
         raise AssertionError(f"flowrun {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}\n{result.stderr}")

@@ -3,7 +3,7 @@
 For CI smoke tests: `flowrun send` publishes as if a step had emitted (by
 default the trigger), `flowrun tail` waits for N messages from a step's output.
 Both speak AMQP to the host's broker as its admin, inside the flow's vhost, and
-the platform's wire protocol (`flowrun.sailor.wire`): encrypted bodies with the
+the platform's wire protocol (`flowrun.contract.wire`): encrypted bodies with the
 flow's keys, lineage in the headers.
 """
 
@@ -19,10 +19,9 @@ import pika
 
 from flowrun.broker.platform import message_keys
 from flowrun.broker.server import MAX_MESSAGE_BYTES, Broker
-from flowrun.core import names
+from flowrun.contract import names, wire
+from flowrun.contract.confirms import Confirms
 from flowrun.errors import BadInput, FlowFailed
-from flowrun.sailor import wire
-from flowrun.sailor.runtime import Confirms
 
 data_key = names.data_key
 

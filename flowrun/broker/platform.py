@@ -1,5 +1,5 @@
 """The platform services' container, from the host's side (the program itself is
-`flowrun/sailor/services.py`, which runs inside it).
+`flowrun/services/`, which runs inside it).
 
 One per host, beside the broker: started by the first `up`, kept across flows
 and across `up`s, so Node.js triggers keep ticking and sailors keep getting
@@ -12,26 +12,35 @@ networks, where steps reach it as `platform`.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from flowrun.broker.http import JsonClient
 from flowrun.broker.server import (
     ADMIN_USER,
-    BROKER_MANAGEMENT_PORT,
     BROKER_NAME,
     Broker,
     trace_queue_arguments,
 )
-from flowrun.core import labels, names
-from flowrun.core.plan import SERVICES_PORT, Plan
-from flowrun.engine.adapter import ContainerSpec, Engine
+from flowrun.contract import (
+    BROKER_MANAGEMENT_PORT,
+    SERVICES_CONFIG_FILE,
+    SERVICES_DATA_DIR,
+    SERVICES_PORT,
+    names,
+    wire,
+)
+from flowrun.contract.spec import AmqpAccess, FlowSpec, ServicesConfig, StepEntry, TraceSpec
+from flowrun.contract.wire import admin_token, api_key
+from flowrun.core import labels
+from flowrun.core.plan import Plan
+from flowrun.engine.protocol import ContainerEngine
+from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import FlowFailed
-from flowrun.sailor import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, wire
-from flowrun.sailor.wire import admin_token, api_key
+from flowrun.waiting import wait_for
 
 IMAGE_LABEL = f"{labels.PREFIX}.services-image"
 
@@ -56,26 +65,20 @@ class Services:
     token: str
     host: str = "127.0.0.1"
 
+    @property
+    def client(self) -> JsonClient:
+        return JsonClient(f"http://{self.host}:{self.port}", f"Bearer {self.token}",
+                          "the platform services")
+
     def call(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://{self.host}:{self.port}{path}", data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
+        return self.client.call(method, path, body, timeout=timeout)
 
     def ready(self) -> bool:
-        try:
-            self.call("GET", "/healthz", timeout=2)
-            return True
-        except (OSError, ValueError):
-            return False
+        return self.client.answers("/healthz")
 
     def put_flow(self, plan: Plan) -> None:
         self.call("PUT", f"/admin/flows/{urllib.parse.quote(plan.flow, safe='')}",
-                  flow_spec(plan))
+                  flow_spec(plan).to_json())
 
     def forget_flow(self, flow: str, purge: bool) -> None:
         """`down`: its steps stop being served and ticked; `--purge` drops its snapshots,
@@ -92,32 +95,31 @@ class Services:
         return dict(self.call("GET", f"/admin/flows/{urllib.parse.quote(flow, safe='')}") or {})
 
 
-def flow_spec(plan: Plan) -> dict[str, Any]:
+def flow_spec(plan: Plan) -> FlowSpec:
     """What the services need to answer for a flow's steps (secrets included: it
     travels over loopback to a container that keeps it on its own volume)."""
-    steps: dict[str, Any] = {}
+    steps: dict[str, StepEntry] = {}
     for s in plan.steps:
-        entry: dict[str, Any] = {"config": dict(s.config), "kind": s.kind.value,
-                                 "runtime": s.runtime.value}
-        if s.credentials is not None:
-            entry["credentials"] = dict(s.credentials)
-            entry["account"] = names.account_id(plan.flow, s.id)
-        if s.ticked and s.routes.input_queue:
-            entry["tick_interval"] = s.interval
-            entry["input_queue"] = s.routes.input_queue
-        steps[s.id] = entry
-    return {"vhost": names.vhost(plan.flow), "snapshot_queue": plan.snapshot_queue,
-            "error_tally_queue": names.error_tally_queue(plan.flow),
-            "trace_queue": names.trace_queue(plan.flow) if plan.trace else None,
-            # How the trace queue is made, for the services to make it again after a
-            # broker restart (which loses it, and the vhost's firehose with it).
-            "trace": {"arguments": trace_queue_arguments(), "exchange": names.FIREHOSE_EXCHANGE,
-                      "key": names.firehose_key(plan.flow)} if plan.trace else None,
-            "dead_letter_queue": plan.dead_letter_queue,
-            "variables": dict(plan.variables), "steps": steps}
+        ticked = s.ticked and s.routes.input_queue is not None
+        steps[s.id] = StepEntry(
+            kind=s.kind.value, runtime=s.runtime.value, config=dict(s.config),
+            credentials=dict(s.credentials) if s.credentials is not None else None,
+            account=names.account_id(plan.flow, s.id) if s.credentials is not None else None,
+            tick_interval=s.interval if ticked else None,
+            input_queue=s.routes.input_queue if ticked else None)
+    return FlowSpec(
+        vhost=names.vhost(plan.flow), snapshot_queue=plan.snapshot_queue,
+        error_tally_queue=names.error_tally_queue(plan.flow),
+        dead_letter_queue=plan.dead_letter_queue, steps=steps,
+        variables=dict(plan.variables),
+        trace_queue=names.trace_queue(plan.flow) if plan.trace else None,
+        # How the trace queue is made, for the services to make it again after a
+        # broker restart (which loses it, and the vhost's firehose with it).
+        trace=TraceSpec(arguments=trace_queue_arguments(), exchange=names.FIREHOSE_EXCHANGE,
+                        key=names.firehose_key(plan.flow)) if plan.trace else None)
 
 
-def _from_container(engine: Engine, secret: str) -> Services | None:
+def _from_container(engine: ContainerEngine, secret: str) -> Services | None:
     observed = engine.find(names.SERVICES_CONTAINER)
     if observed is None or not observed.running:
         return None
@@ -125,11 +127,11 @@ def _from_container(engine: Engine, secret: str) -> Services | None:
     return Services(port=port, token=admin_token(secret), host=observed.host) if port else None
 
 
-def find_services(engine: Engine, broker: Broker) -> Services | None:
+def find_services(engine: ContainerEngine, broker: Broker) -> Services | None:
     return _from_container(engine, broker.admin_pass)
 
 
-def ensure_services(engine: Engine, broker: Broker, image: str,
+def ensure_services(engine: ContainerEngine, broker: Broker, image: str,
                     timeout: float = 30) -> tuple[Services, bool]:
     """The host's platform services, started (or started anew on a new image) when
     needed; returns (services, started_now)."""
@@ -141,16 +143,17 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
         observed = None
     started = False
     if observed is None:
-        config = json.dumps({"secret": broker.admin_pass, "amqp": {
+        config = json.dumps(ServicesConfig(secret=broker.admin_pass, amqp=AmqpAccess(
             # On a swarm, any node of the broker's cluster.
-            "host": names.BROKER_ALIAS if engine.swarm else BROKER_NAME, "port": 5672,
-            "management_port": BROKER_MANAGEMENT_PORT, "user": ADMIN_USER,
-            "password": broker.admin_pass}}).encode()
+            host=(names.BROKER_ALIAS if engine.capabilities.broker_cluster else BROKER_NAME),
+            port=5672,
+            management_port=BROKER_MANAGEMENT_PORT, user=ADMIN_USER,
+            password=broker.admin_pass)).to_json()).encode()
         engine.run(ContainerSpec(
             name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,
             env={"PYTHONUNBUFFERED": "1"},
             labels={labels.ROLE: labels.ROLE_SERVICES, IMAGE_LABEL: image},
-            command=["python3", "-m", "flowrun_sailor.services"],
+            command=["python3", "-m", "flowrun.services"],
             # Root inside its own container: it owns the volume its state lives on.
             user="0:0",
             network=names.BROKER_NETWORK, aliases=(names.SERVICES_ALIAS,), memory="256m",
@@ -160,17 +163,17 @@ def ensure_services(engine: Engine, broker: Broker, image: str,
             pids_limit=256,
         ))
         started = True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def look() -> Services | None:
         services = _from_container(engine, broker.admin_pass)
-        if services is not None and services.ready():
-            return services, started
-        time.sleep(0.05)
-    raise FlowFailed(f"the platform services ({names.SERVICES_CONTAINER}) did not answer "
-                     f"within {timeout:.0f} s; see `docker logs {names.SERVICES_CONTAINER}`")
+        return services if services is not None and services.ready() else None
+
+    return wait_for(look, timeout, "the platform services", every=0.05, on_timeout=lambda: (
+        FlowFailed(f"the platform services ({names.SERVICES_CONTAINER}) did not answer "
+                   f"within {timeout:.0f} s; see `docker logs {names.SERVICES_CONTAINER}`"))
+    ), started
 
 
-def forget_services(engine: Engine) -> None:
+def forget_services(engine: ContainerEngine) -> None:
     """`down --all --purge`: the services' container and state go too."""
     if engine.find(names.SERVICES_CONTAINER) is not None:
         engine.stop(names.SERVICES_CONTAINER, 5)
@@ -178,7 +181,3 @@ def forget_services(engine: Engine) -> None:
     engine.remove_volume(names.SERVICES_DATA_VOLUME)
 
 
-def services_error(e: Exception) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code}: {e.read()[:200].decode('utf-8', 'replace')}"
-    return f"{type(e).__name__}: {e}"

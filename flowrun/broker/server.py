@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import secrets
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,10 +28,14 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from flowrun.core import labels, names
-from flowrun.engine.adapter import ContainerSpec, Engine
-from flowrun.errors import FlowFailed
+from flowrun.broker.http import JsonClient
+from flowrun.contract import BROKER_MANAGEMENT_PORT, names
+from flowrun.core import labels
+from flowrun.engine.protocol import ContainerEngine
+from flowrun.engine.spec import ContainerSpec
+from flowrun.errors import FlowFailed, ServiceError
 from flowrun.settings import broker_image
+from flowrun.waiting import wait_for
 
 BROKER_NAME = names.BROKER_CONTAINER
 ADMIN_USER = "flowrun-admin"
@@ -52,7 +54,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OUTPUT_KEEP = 1000  # the last step's latest outputs kept in `<flow>:output`
 TRACE_KEEP = 20_000  # copies waiting for the platform services to record them
 LIVE_TTL_MS = 60_000
-BROKER_MANAGEMENT_PORT = 15672
 
 
 def trace_queue_arguments() -> dict[str, Any]:
@@ -122,51 +123,40 @@ class Broker:
 
     # ------------------------------------------------------------ management API
 
-    def api(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
-        url = f"http://{self.host}:{self.http_port}/api/{path}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
+    @property
+    def management(self) -> JsonClient:
         token = base64.b64encode(f"{ADMIN_USER}:{self.admin_pass}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-        request.add_header("content-type", "application/json")
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
+        return JsonClient(f"http://{self.host}:{self.http_port}/api", f"Basic {token}",
+                          "the broker's management API")
 
     def running_nodes(self) -> int:
         """RabbitMQ nodes of its cluster that run (1 for a lone broker)."""
         try:
-            return sum(1 for node in self.api("GET", "nodes", timeout=5) if node.get("running"))
-        except (OSError, ValueError):
+            nodes = self.management.call("GET", "nodes", timeout=5) or []
+        except ServiceError:
             return 0
+        return sum(1 for node in nodes if node.get("running"))
 
     def ready(self) -> bool:
+        if not self.management.answers("overview"):
+            return False
         try:
-            self.api("GET", "overview", timeout=2)
             pika.BlockingConnection(pika.ConnectionParameters(
                 host=self.host, port=self.amqp_port,
                 credentials=pika.PlainCredentials(ADMIN_USER, self.admin_pass),
                 socket_timeout=2, connection_attempts=1)).close()
             return True
-        except (OSError, urllib.error.URLError, pika.exceptions.AMQPError, ValueError):
+        except (OSError, pika.exceptions.AMQPError):
             return False
 
     def queues(self, flow: str) -> dict[str, dict[str, Any]]:
-        try:
-            return {q["name"]: q for q in self.api("GET", f"queues/{_q(names.vhost(flow))}")}
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return {}
-            raise
+        found = self.management.call("GET", f"queues/{_q(names.vhost(flow))}",
+                                     missing_ok=True)
+        return {q["name"]: q for q in found or []}
 
     def has_flow(self, flow: str) -> bool:
-        try:
-            self.api("GET", f"vhosts/{_q(names.vhost(flow))}")
-            return True
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return False
-            raise
+        return self.management.call("GET", f"vhosts/{_q(names.vhost(flow))}",
+                                    missing_ok=True) is not None
 
     def ensure_vhost(self, flow: str, tracing: bool = False) -> None:
         """`tracing`: RabbitMQ's firehose for the vhost, which copies every publish to
@@ -174,8 +164,8 @@ class Broker:
         of the flow still comes back to its sender (a queue bound to the flow's own
         exchange would have taken it, and hidden the loss)."""
         vhost = _q(names.vhost(flow))
-        self.api("PUT", f"vhosts/{vhost}", {"tracing": tracing})
-        self.api("PUT", f"permissions/{vhost}/{ADMIN_USER}",
+        self.management.call("PUT", f"vhosts/{vhost}", {"tracing": tracing})
+        self.management.call("PUT", f"permissions/{vhost}/{ADMIN_USER}",
                  {"configure": ".*", "write": ".*", "read": ".*"})
 
     def ensure_users(self, flow: str, steps: Iterable[str]) -> None:
@@ -217,21 +207,16 @@ class Broker:
                                   if _key(t, _TOPIC_FIELDS) not in topics],
         }
         if any(definitions.values()):
-            self.api("POST", "definitions", definitions, timeout=60)
+            self.management.call("POST", "definitions", definitions, timeout=60)
 
     def _get_list(self, path: str) -> list[dict[str, Any]]:
-        try:
-            return list(self.api("GET", path) or [])
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return []
-            raise
+        return list(self.management.call("GET", path, missing_ok=True) or [])
 
     def bindings(self, flow: str) -> list[dict[str, Any]]:
-        return list(self.api("GET", f"bindings/{_q(names.vhost(flow))}") or [])
+        return self._get_list(f"bindings/{_q(names.vhost(flow))}")
 
     def purge_flow(self, flow: str) -> None:
-        for user in self.api("GET", "users") or []:
+        for user in self._get_list("users"):
             if str(user.get("name", "")).startswith(f"{flow}."):
                 self._delete(f"users/{_q(user['name'])}")
         # Deleting a vhost deletes its quorum queues on every member: on a cluster
@@ -239,11 +224,7 @@ class Broker:
         self._delete(f"vhosts/{_q(names.vhost(flow))}", timeout=90)
 
     def _delete(self, path: str, timeout: float = 10) -> None:
-        try:
-            self.api("DELETE", path, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            if e.code != 404:
-                raise
+        self.management.call("DELETE", path, timeout=timeout, missing_ok=True)
 
 
 # What makes a permission the same one (the broker's listing has these fields too).
@@ -280,7 +261,7 @@ def password_hash(password: str) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
-def find_broker(engine: Engine) -> Broker | None:
+def find_broker(engine: ContainerEngine) -> Broker | None:
     """The broker the host talks to: on a swarm, the first running node of its
     cluster (the manager's, while it runs)."""
     for name in _broker_names(engine):
@@ -292,13 +273,13 @@ def find_broker(engine: Engine) -> Broker | None:
     return None
 
 
-def _broker_names(engine: Engine) -> list[str]:
-    if not engine.swarm:
+def _broker_names(engine: ContainerEngine) -> list[str]:
+    if not engine.capabilities.broker_cluster:
         return [BROKER_NAME]
     return [names.broker_node(i) for i in range(1, names.BROKER_CLUSTER_SIZE + 1)]
 
 
-def _from_observed(engine: Engine, name: str) -> Broker | None:
+def _from_observed(engine: ContainerEngine, name: str) -> Broker | None:
     observed = engine.inspect(name)
     amqp, http = observed.ports.get("5672/tcp"), observed.ports.get("15672/tcp")
     password = observed.env.get(ADMIN_PASS_ENV)
@@ -307,7 +288,7 @@ def _from_observed(engine: Engine, name: str) -> Broker | None:
     return Broker(amqp_port=amqp, http_port=http, admin_pass=password, host=observed.host)
 
 
-def _admin_secret(engine: Engine) -> str:
+def _admin_secret(engine: ContainerEngine) -> str:
     """The broker's admin password, kept in a record of its own so that a broker
     started anew (its container removed) has the one its data volume knows, and the
     steps' passwords (derived from it) stay valid."""
@@ -320,13 +301,13 @@ def _admin_secret(engine: Engine) -> str:
     return secret
 
 
-def forget_broker(engine: Engine) -> None:
+def forget_broker(engine: ContainerEngine) -> None:
     """`down --all --purge`: the broker's data and secret go too."""
     engine.remove_volume(names.BROKER_DATA_VOLUME)
     engine.remove_volume(names.BROKER_SECRET_RECORD)
 
 
-def _broker_spec(engine: Engine, name: str, peers: list[str] | None = None,
+def _broker_spec(engine: ContainerEngine, name: str, peers: list[str] | None = None,
                  node: str | None = None) -> ContainerSpec:
     secret = _admin_secret(engine)
     env = {"FLOWRUN_BROKER_ADMIN_USER": ADMIN_USER, "HOME": "/var/lib/rabbitmq",
@@ -353,7 +334,7 @@ def _broker_spec(engine: Engine, name: str, peers: list[str] | None = None,
     )
 
 
-def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
+def ensure_broker(engine: ContainerEngine, timeout: float = 60) -> tuple[Broker, bool]:
     """The host's broker (a swarm's broker cluster), started if absent; returns
     (broker, started_now)."""
     image = broker_image()
@@ -365,7 +346,7 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
     # Its own network, never Docker's default bridge: on that, any container
     # could reach the broker's ports directly.
     engine.ensure_network(names.BROKER_NETWORK, {labels.ROLE: labels.ROLE_BROKER})
-    if engine.swarm:
+    if engine.capabilities.broker_cluster:
         return _ensure_cluster(engine, timeout)
     started = False
     observed = engine.find(BROKER_NAME)
@@ -378,20 +359,21 @@ def ensure_broker(engine: Engine, timeout: float = 60) -> tuple[Broker, bool]:
     return _wait_ready(engine, started, timeout), started
 
 
-def _wait_ready(engine: Engine, started: bool, timeout: float,
+def _wait_ready(engine: ContainerEngine, started: bool, timeout: float,
                 nodes: int = 1) -> Broker:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def look() -> Broker | None:
         broker = find_broker(engine)
-        if broker is not None and broker.ready() and (nodes == 1 or
-                                                      broker.running_nodes() >= nodes):
+        if broker is not None and broker.ready() and (
+                nodes == 1 or broker.running_nodes() >= nodes):
             return broker
-        time.sleep(0.1 if nodes == 1 else 0.5)
-    raise FlowFailed(
+        return None
+
+    return wait_for(look, timeout, "the broker", every=0.1 if nodes == 1 else 0.5,
+                    on_timeout=lambda: FlowFailed(
         f"the broker ({', '.join(_broker_names(engine))}) did not accept connections"
         f"{f' as a cluster of {nodes}' if nodes > 1 else ''} within {timeout:.0f} s; "
-        f"see `docker {'service ' if engine.swarm else ''}logs {_broker_names(engine)[0]}`"
-    )
+        f"see `docker {'service ' if engine.capabilities.broker_cluster else ''}logs "
+        f"{_broker_names(engine)[0]}`"))
 
 
 def _ensure_cluster(engine: Any, timeout: float) -> tuple[Broker, bool]:
@@ -411,6 +393,6 @@ def _ensure_cluster(engine: Any, timeout: float) -> tuple[Broker, bool]:
                        len(peers) if started else 1), started
 
 
-def broker_services(engine: Engine) -> list[str]:
+def broker_services(engine: ContainerEngine) -> list[str]:
     """The broker's containers (services on a swarm) that exist."""
     return [name for name in _broker_names(engine) if engine.find(name) is not None]

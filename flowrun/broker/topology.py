@@ -11,7 +11,7 @@ from flowrun.broker.server import (
     Broker,
     trace_queue_arguments,
 )
-from flowrun.core import names
+from flowrun.contract import names
 from flowrun.core.plan import Plan
 
 

@@ -7,17 +7,17 @@ import queue
 from flowrun.broker.platform import forget_services
 from flowrun.broker.server import broker_services, find_broker, forget_broker
 from flowrun.commands.status import running_flows
-from flowrun.core import names
-from flowrun.engine.adapter import Engine
+from flowrun.contract import names
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.errors import EngineError, StaleNetwork
 from flowrun.supervise.events import Event, Notice
-from flowrun.supervise.executor import Executor
+from flowrun.supervise.takedown import TakeDown
 
 
-def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
+def take_down(engine: ContainerEngine, flow: str | None, *, grace: float, purge: bool,
               everything: bool = False) -> None:
     events: queue.Queue[Event] = queue.Queue()
-    executor = Executor(engine, events)
+    takedown = TakeDown(engine, events.put)
     flows = running_flows(engine) if everything else [flow] if flow else []
     networks = set(engine.networks()) if everything else set()
     if not flows and not everything:
@@ -25,7 +25,7 @@ def take_down(engine: Engine, flow: str | None, *, grace: float, purge: bool,
     failed: list[str] = []
     for name in flows:
         try:
-            removed = executor.down(name, grace, purge=purge)
+            removed = takedown.down(name, grace, purge=purge)
         except EngineError as e:  # the others (and the broker) are still taken down
             failed.append(f"{name}: {e}")
             continue

@@ -9,16 +9,17 @@ from collections import Counter
 from datetime import datetime
 
 from flowrun.commands.status import flow_containers
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.logline import readable
-from flowrun.engine.adapter import Engine
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.errors import BadInput
 from flowrun.render.renderers import prefix
 from flowrun.supervise.events import StepLog
 from flowrun.supervise.followers import Follower
 
 
-def show_logs(engine: Engine, flow: str, step: str | None, *, follow: bool,
+def show_logs(engine: ContainerEngine, flow: str, step: str | None, *, follow: bool,
               tail: int | str, since: datetime | None, timestamps: bool,
               raw: bool = False) -> None:
     """`raw`: the platform sailor's JSON lines as they are, not as LEVEL message."""

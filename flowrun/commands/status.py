@@ -13,11 +13,13 @@ from typing import Any
 
 from flowrun.broker.platform import find_services
 from flowrun.broker.server import Broker, find_broker
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.component import Runtime
 from flowrun.core.load import revision_at
 from flowrun.core.observed import Observed, describe_exit
-from flowrun.engine.adapter import Engine
+from flowrun.engine.protocol import ContainerEngine
+from flowrun.errors import ServiceError
 from flowrun.supervise.followers import sailor_state
 
 
@@ -72,7 +74,7 @@ class FlowStatus:
         return asdict(self)
 
 
-def running_flows(engine: Engine) -> list[str]:
+def running_flows(engine: ContainerEngine) -> list[str]:
     """Flows with containers, or with a record (every step of it removed by hand)."""
     observed = engine.observe({labels.ROLE: labels.ROLE_STEP})
     found = {o.labels[labels.FLOW] for o in observed if labels.FLOW in o.labels}
@@ -81,7 +83,7 @@ def running_flows(engine: Engine) -> list[str]:
     return sorted(found)
 
 
-def flow_record(engine: Engine, flow: str,
+def flow_record(engine: ContainerEngine, flow: str,
                 record: dict[str, str] | None = None) -> list[Planned] | None:
     """The flow's real steps as its last `up` planned them."""
     record = record or engine.get_record(names.record_volume(flow))
@@ -95,14 +97,14 @@ def flow_record(engine: Engine, flow: str,
         return None
 
 
-def known_steps(engine: Engine, flow: str) -> list[str]:
+def known_steps(engine: ContainerEngine, flow: str) -> list[str]:
     record = flow_record(engine, flow)
     if record is not None:
         return [planned.step for planned in record]
     return [o.labels.get(labels.STEP, o.name) for o in flow_containers(engine, flow)]
 
 
-def flow_containers(engine: Engine, flow: str) -> list[Observed]:
+def flow_containers(engine: ContainerEngine, flow: str) -> list[Observed]:
     """A flow's step containers in flow order, a replicated step's by replica."""
     observed = engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
     return sorted(observed, key=lambda o: (int(o.labels.get(labels.INDEX, "0")),
@@ -145,13 +147,13 @@ def _crash_looping(o: Observed, now: datetime) -> bool:
     return (now - o.started_at).total_seconds() < HEALTHY_AFTER
 
 
-def _last_exit(engine: Engine, o: Observed) -> str | None:
+def _last_exit(engine: ContainerEngine, o: Observed) -> str | None:
     """How the step's process last ended. Docker's inspect data keeps it only while
     the container stays down: a restart sets ExitCode back to 0 and OOMKilled to
     false, so for a restarted one it comes from Docker's events."""
     code, oom = o.exit_code, o.oom_killed
     if o.running:
-        if o.restart_count == 0:
+        if o.restart_count == 0 or not engine.capabilities.watches_events:
             return None
         found = engine.last_exit(o.id, None)
         if found is None:
@@ -199,14 +201,14 @@ def _acked(queue: dict[str, Any]) -> int | None:
     return int(stats.get("ack", 0)) if isinstance(stats, dict) else None
 
 
-def _error_tally(engine: Engine, broker: Broker | None, flow: str) -> dict[str, int]:
+def _error_tally(engine: ContainerEngine, broker: Broker | None, flow: str) -> dict[str, int]:
     """Errors per step, as the platform services counted them."""
     services = find_services(engine, broker) if broker is not None else None
     if services is None:
         return {}
     try:
         return dict(services.flow_state(flow).get("errors") or {})
-    except (OSError, ValueError):
+    except ServiceError:
         return {}
 
 
@@ -216,11 +218,11 @@ def flow_queues(broker: Broker | None, flow: str) -> dict[str, dict[str, Any]]:
         return {}
     try:
         return broker.queues(flow)
-    except OSError:
+    except ServiceError:
         return {}
 
 
-def flow_status(engine: Engine, flow: str,
+def flow_status(engine: ContainerEngine, flow: str,
                 queues: dict[str, dict[str, Any]] | None = None) -> FlowStatus:
     """`queues`: the flow's queues when the caller has read them already."""
     observed = flow_containers(engine, flow)

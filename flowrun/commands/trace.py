@@ -9,12 +9,12 @@ from typing import Any
 
 from flowrun.broker.platform import Services, find_services
 from flowrun.broker.server import find_broker
-from flowrun.engine.adapter import Engine
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.errors import FlowFailed
 from flowrun.render.trace import print_threads, threads_json
 
 
-def _services(engine: Engine) -> Services:
+def _services(engine: ContainerEngine) -> Services:
     broker = find_broker(engine)
     services = find_services(engine, broker) if broker is not None else None
     if services is None:
@@ -23,7 +23,7 @@ def _services(engine: Engine) -> Services:
     return services
 
 
-def show_trace(engine: Engine, flow: str, *, count: int, thread: str | None, follow: bool,
+def show_trace(engine: ContainerEngine, flow: str, *, count: int, thread: str | None, follow: bool,
                full: bool, as_json: bool) -> None:
     services = _services(engine)
     answer = services.trace(flow, count, thread)

@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonata
 
-from flowrun.core import names
+from flowrun.contract import STEP_FILE, names
 from flowrun.core.component import Component, FunctionType, Runtime, load_component
 from flowrun.core.flowfile import LoadedFlow, StepSpec
 from flowrun.core.masking import mask
@@ -26,15 +26,6 @@ from flowrun.settings import MAPPER_COMPONENT_DIR
 
 DEFAULT_MEMORY = "256m"
 DEFAULT_TRIGGER_INTERVAL = 1.0
-# Inside every step container: the step's secrets (broker URI, platform services key,
-# the flow's message keys), mode 0400, owned by the step's user (see executor.step_spec).
-STEP_FILE = "/etc/flowrun/step.json"
-# The same secrets as shell assignments, for the platform's Node.js sailor, which
-# reads them from its environment: its launcher sources this file, so they are in
-# the process's environment only (readable by the step's uid), never in Docker's
-# container config (`docker inspect`) or on a command line.
-STEP_ENV_FILE = "/etc/flowrun/step.env"
-SERVICES_PORT = 9090
 # A rebound waits this long before it comes back (the platform's 15 s is long for a
 # laptop). Node.js sailors double it on each further rebound, but the rebound queue's
 # own TTL (broker.server.REBOUND_DELAY_MS, the same 1 s) caps every wait.

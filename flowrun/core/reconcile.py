@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.observed import Observed
 from flowrun.core.plan import Plan, RealStep
 

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from flowrun.sailor import SAILOR_VERSION
-from flowrun.settings import SAILOR_DIR
+from flowrun.settings import CONTRACT_DIR, SAILOR_DIR, SERVICES_DIR
 
-# uvicorn (with h11) serves the platform services, which run from the mapper's image.
-SAILOR_REQUIREMENTS = ("pika", "jsonata-python", "cryptography", "uvicorn", "h11")
+SAILOR_REQUIREMENTS = ("pika", "jsonata-python", "cryptography")
+# The platform services: pika for the broker, cryptography to read the trace's
+# messages, uvicorn (with h11) to serve.
+SERVICES_REQUIREMENTS = ("pika", "cryptography", "uvicorn", "h11")
 _IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", "node_modules", ".venv", ".idea", ".vscode"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".swx", "~", ".tmp")
@@ -45,9 +46,17 @@ def _digest_tree(h: hashlib._Hash, root: Path, label: str) -> None:
         h.update(b"\0")
 
 
+def pins(requirements: tuple[str, ...]) -> list[str]:
+    """Dependencies at the versions installed here: what their wheels are."""
+    return [f"{name}=={metadata.version(name)}" for name in requirements]
+
+
 def sailor_pins() -> list[str]:
-    """The sailor's dependencies at the versions installed here: what its wheels are."""
-    return [f"{name}=={metadata.version(name)}" for name in SAILOR_REQUIREMENTS]
+    return pins(SAILOR_REQUIREMENTS)
+
+
+def services_pins() -> list[str]:
+    return pins(SERVICES_REQUIREMENTS)
 
 
 def compute_revision(component_dir: Path, dockerfile: Path, base_image: str,
@@ -59,8 +68,20 @@ def compute_revision(component_dir: Path, dockerfile: Path, base_image: str,
     h.update(f"base:{base_image}\0".encode())
     h.update(dockerfile.read_bytes())
     if with_sailor:
-        h.update(f"sailor-version:{SAILOR_VERSION}\0".encode())
         h.update(("\0".join(sailor_pins()) + "\0").encode())
+        _digest_tree(h, CONTRACT_DIR, "contract")
         _digest_tree(h, SAILOR_DIR, "sailor")
     _digest_tree(h, component_dir, "component")
+    return h.hexdigest()[:12]
+
+
+def services_revision(dockerfile: Path, base_image: str) -> str:
+    """The platform services' image: their code and the contract, never the sailor's
+    (a change to the services rebuilds no step, a change to the sailor no services)."""
+    h = hashlib.sha256()
+    h.update(f"base:{base_image}\0".encode())
+    h.update(dockerfile.read_bytes())
+    h.update(("\0".join(services_pins()) + "\0").encode())
+    _digest_tree(h, CONTRACT_DIR, "contract")
+    _digest_tree(h, SERVICES_DIR, "services")
     return h.hexdigest()[:12]

@@ -7,7 +7,6 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,8 @@ from docker.types import LogConfig
 
 from flowrun.core import labels
 from flowrun.core.observed import Observed
+from flowrun.engine.protocol import Capabilities
+from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import (
     BuildFailed,
     EngineError,
@@ -27,46 +28,20 @@ from flowrun.errors import (
 )
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
-    name: str
-    image: str
-    env: Mapping[str, str]
-    labels: Mapping[str, str]
-    network: str | None = None
-    aliases: tuple[str, ...] = ()
-    memory: str | None = None
-    user: str | None = None
-    command: list[str] | None = None
-    hostname: str | None = None
-    ports: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
-    restart: bool = True
-    hardened: bool = True
-    pids_limit: int | None = None
-    # The container's private files: path -> (content, mode), owned by `files_owner`.
-    # How a step gets its config without the environment or argv. On one host they
-    # are handed over on the container's standard input at its start, as a tar
-    # archive that the image's own start unpacks (flowrun/sailor/files.py); on a
-    # swarm they are Docker secrets at those paths.
-    files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
-    files_owner: int = 0
-    volumes: Mapping[str, str] = field(default_factory=dict)  # named volume -> mount path
-    node: str | None = None  # on a swarm: the node (id) it must run on
-
-
-def _parse_time(value: str | None) -> datetime | None:
+def parse_time(value: str | None) -> datetime | None:
+    """Docker's timestamps (nanoseconds, `Z`; Python 3.11 reads both), or None for
+    Docker's zero time, which means never."""
     if not value or value.startswith("0001-"):
         return None
-    # Docker gives nanoseconds; datetime takes microseconds.
-    head, _, rest = value.partition(".")
-    frac = "".join(ch for ch in rest if ch.isdigit())[:6]
-    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00")
+    return datetime.fromisoformat(value)
 
 
 class Engine:
     """One Docker host. (engine/swarm.py: a swarm manager, behind the same calls.)"""
 
-    swarm = False
+    capabilities = Capabilities(watches_events=True, reads_files=True, joins_networks=True,
+                                broker_cluster=False, needs_registry=False)
+    registry: str | None = None
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         try:
@@ -85,6 +60,12 @@ class Engine:
             self.api.trust_env = False
 
     # ------------------------------------------------------------ images
+
+    def preflight(self) -> None:
+        """One host runs what it builds: nothing to check."""
+
+    def ready_nodes(self) -> list[str]:
+        raise EngineError("one Docker host has no nodes to spread a broker cluster over")
 
     def image_exists(self, tag: str) -> bool:
         try:
@@ -139,8 +120,8 @@ class Engine:
         env = dict(item.split("=", 1) for item in info["Config"].get("Env") or [] if "=" in item)
         return Observed(
             id=info["Id"], name=info["Name"].lstrip("/"), labels=info["Config"]["Labels"] or {},
-            status=state["Status"], started_at=_parse_time(state.get("StartedAt")),
-            finished_at=_parse_time(state.get("FinishedAt")),
+            status=state["Status"], started_at=parse_time(state.get("StartedAt")),
+            finished_at=parse_time(state.get("FinishedAt")),
             restart_count=int(info.get("RestartCount", 0)), exit_code=int(state["ExitCode"]),
             oom_killed=bool(state.get("OOMKilled")), error=state.get("Error") or "",
             env=env, ports=ports, image=str(info["Config"].get("Image") or ""),

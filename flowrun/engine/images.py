@@ -11,18 +11,27 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from flowrun.contract import names
 from flowrun.core import labels
 from flowrun.core.component import Component, Runtime
-from flowrun.core.revision import component_files, sailor_pins
-from flowrun.engine.adapter import Engine
+from flowrun.core.revision import (
+    component_files,
+    sailor_pins,
+    services_pins,
+    services_revision,
+)
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.errors import BuildFailed
 from flowrun.settings import (
+    CONTRACT_DIR,
     SAILOR_DIR,
+    SERVICES_DIR,
     base_image,
     cache_dir,
     dockerfile_path,
     node_base_image,
     node_dockerfile_path,
+    services_dockerfile_path,
 )
 
 NPM_LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
@@ -37,16 +46,15 @@ def _pip(args: list[str], what: str) -> None:
         raise BuildFailed(f"{what}: pip failed:\n" + "\n".join(lines))
 
 
-def sailor_wheelhouse() -> Path:
-    """The sailor's dependencies as wheels, pinned to the versions installed here."""
-    pins = sailor_pins()
+def wheelhouse(pins: list[str], what: str) -> Path:
+    """Dependencies as wheels (theirs too), pinned to the versions installed here."""
     key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
-    target = cache_dir() / "wheels" / f"sailor-{key}"
+    target = cache_dir() / "wheels" / f"{what}-{key}"
     if (target / "requirements.txt").exists():
         return target
     staging = Path(tempfile.mkdtemp(prefix="wheels-", dir=_ensure(cache_dir() / "wheels")))
     _pip(["download", "--only-binary=:all:", "--python-version", "3.11",
-          "--dest", str(staging), *pins], "the sailor's wheelhouse")
+          "--dest", str(staging), *pins], f"the {what}'s wheelhouse")
     (staging / "requirements.txt").write_text("\n".join(pins) + "\n")
     _publish(staging, target)
     return target
@@ -88,13 +96,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _package(target: Path, program: Path) -> None:
+    """`flowrun/` as an image holds it: the contract and one program (the sailor or
+    the services), under an empty package of the same name as the host's."""
+    (target / "flowrun").mkdir()
+    (target / "flowrun" / "__init__.py").write_text("")
+    for root in (CONTRACT_DIR, program):
+        for path in root.rglob("*.py"):
+            _link_or_copy(path, target / "flowrun" / root.name / path.relative_to(root))
+
+
 def assemble_context(component: Component, target: Path) -> None:
     """The build context Dockerfile.component expects."""
     shutil.copy(dockerfile_path(), target / "Dockerfile")
-    for wheel in sailor_wheelhouse().iterdir():
+    for wheel in wheelhouse(sailor_pins(), "sailor").iterdir():
         _link_or_copy(wheel, target / "wheels" / wheel.name)
-    for path in SAILOR_DIR.rglob("*.py"):
-        _link_or_copy(path, target / "sailor" / path.relative_to(SAILOR_DIR))
+    _package(target, SAILOR_DIR)
     (target / "component-wheels").mkdir()
     own = component_wheelhouse(component)
     if own:
@@ -156,7 +173,32 @@ def assemble_node_context(component: Component, target: Path) -> None:
                     copy_function=lambda s, d: _link_or_copy(Path(s), Path(d)))
 
 
-def build_image(engine: Engine, component: Component, revision: str, tag: str,
+def services_image() -> str:
+    return names.image("services", services_revision(services_dockerfile_path(),
+                                                      base_image()))
+
+
+def build_services_image(engine: ContainerEngine, on_line: Callable[[str], None]) -> str:
+    """The platform services' image (their code, the contract, their wheels), built
+    unless it exists. Returns its tag."""
+    tag = services_image()
+    if engine.image_exists(tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="flowrun-build-") as context:
+        target = Path(context)
+        shutil.copy(services_dockerfile_path(), target / "Dockerfile")
+        for wheel in wheelhouse(services_pins(), "services").iterdir():
+            _link_or_copy(wheel, target / "wheels" / wheel.name)
+        _package(target, SERVICES_DIR)
+        try:
+            engine.build(context, tag, {"BASE_IMAGE": base_image()},
+                         {labels.REVISION: tag.rsplit(":", 1)[1]}, on_line)
+        except BuildFailed as e:
+            raise BuildFailed(f"the platform services' image failed to build:\n{e}") from None
+    return tag
+
+
+def build_image(engine: ContainerEngine, component: Component, revision: str, tag: str,
                 on_line: Callable[[str], None]) -> bool:
     """Build `tag` unless it exists. Returns True when it built."""
     if engine.image_exists(tag):

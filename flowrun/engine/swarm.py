@@ -31,7 +31,7 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -48,11 +48,16 @@ from docker.types import (
     ServiceMode,
     UpdateConfig,
 )
+from docker.utils import parse_bytes
 
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.observed import Observed
-from flowrun.engine.adapter import ContainerSpec, Engine, _parse_time
-from flowrun.errors import BadInput, EngineError, NameTaken
+from flowrun.engine.adapter import Engine, parse_time
+from flowrun.engine.protocol import Capabilities
+from flowrun.engine.spec import ContainerSpec
+from flowrun.errors import BadInput, EngineError, FlowFailed, NameTaken
+from flowrun.waiting import wait_for
 
 # Task states before a task runs; swarm moves it on by itself.
 _STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
@@ -74,14 +79,6 @@ def service_name(container: str) -> str:
     return f"{container.replace('.', '_')[:SERVICE_NAME_MAX - 9]}-{digest}"
 
 
-def _memory_bytes(value: str | None) -> int | None:
-    if not value:
-        return None
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    suffix = value[-1].lower()
-    return int(value[:-1]) * units[suffix] if suffix in units else int(value)
-
-
 def _secret_name(service: str, path: str, content: bytes) -> str:
     digest = hashlib.sha256(content).hexdigest()[:12]
     base = f"{service}.{path.strip('/').replace('/', '-')}"
@@ -91,7 +88,8 @@ def _secret_name(service: str, path: str, content: bytes) -> str:
 class SwarmEngine(Engine):
     """A Docker endpoint that is a swarm manager (DOCKER_HOST=tcp://manager:2375)."""
 
-    swarm = True
+    capabilities = Capabilities(watches_events=False, reads_files=False, joins_networks=False,
+                                broker_cluster=True, needs_registry=True)
 
     def __init__(self, client: docker.DockerClient | None = None,
                  registry: str | None = None) -> None:
@@ -110,9 +108,7 @@ class SwarmEngine(Engine):
         """The image as the nodes pull it, pushed to the registry when it is not there.
         One push per image at a time (replicas start together; a registry answers
         concurrent pushes of one blob with errors)."""
-        if self.registry is None:
-            raise BadInput("the Docker engine is a swarm manager: name the registry its nodes "
-                           "pull from, e.g. FLOWRUN_REGISTRY=registry.example:5000")
+        self.preflight()
         remote = f"{self.registry}/{image}"
         with self._lock:
             lock = self._push_locks.setdefault(remote, threading.Lock())
@@ -206,7 +202,7 @@ class SwarmEngine(Engine):
         env = dict(item.split("=", 1) for item in container.get("Env") or [] if "=" in item)
         return Observed(
             id=service["ID"], name=str(spec["Name"]), labels=svc_labels, status=status,
-            started_at=_parse_time((current or {}).get("Status", {}).get("Timestamp"))
+            started_at=parse_time((current or {}).get("Status", {}).get("Timestamp"))
             if state == "running" else None,
             finished_at=None, restart_count=len(ended), exit_code=exit_code,
             oom_killed=False, error=str((current or {}).get("Status", {}).get("Err") or ""),
@@ -270,7 +266,7 @@ class SwarmEngine(Engine):
         placement = Placement(constraints=[f"node.id=={pinned}"]) if pinned else None
         task_template = docker.types.TaskTemplate(
             container_spec=container,
-            resources=Resources(mem_limit=_memory_bytes(spec.memory)),
+            resources=Resources(mem_limit=parse_bytes(spec.memory) if spec.memory else None),
             restart_policy=RestartPolicy(condition="any" if spec.restart else "none",
                                          delay=int(0.5 * 1e9)),
             placement=placement, networks=networks,
@@ -323,14 +319,13 @@ class SwarmEngine(Engine):
         except docker.errors.NotFound:
             return
         # Until its task has gone, its network endpoints are still in use.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def gone() -> bool:
             try:
-                if not self.api.tasks(filters={"service": service}):
-                    break
+                return not self.api.tasks(filters={"service": service})
             except docker.errors.APIError:
-                break
-            time.sleep(0.3)
+                return True
+
+        _patiently(gone, 30, f"the tasks of {service} to go", every=0.3)
         self._forget_old_secrets(service, keep=set())
 
     def restart(self, name: str, grace: float = 10) -> None:
@@ -398,8 +393,15 @@ class SwarmEngine(Engine):
         except docker.errors.APIError:
             return False
 
+    def preflight(self) -> None:
+        if self.registry is None:
+            raise BadInput("the Docker engine (DOCKER_HOST) is a swarm manager: name the "
+                           "registry its nodes pull from, e.g. "
+                           "FLOWRUN_REGISTRY=registry.example:5000")
+
     def read_file(self, name: str, path: str) -> bytes | None:
-        return None  # a task's files are on its node: not readable through the manager
+        raise EngineError("a swarm task's files are on its node, out of the manager's reach "
+                          "(capabilities.reads_files)")
 
     # ------------------------------------------------------------ networks
 
@@ -410,8 +412,9 @@ class SwarmEngine(Engine):
         return service_name(name)
 
     def connect(self, container: str, network: str, aliases: list[str]) -> None:
-        """Nothing: a flow's tasks reach the broker and the services on the broker's
-        network (joining a running service to a network would restart it)."""
+        raise EngineError("a running swarm service joins no network (it would be restarted); "
+                          "a flow's tasks reach the broker and the services on the broker's "
+                          "network (capabilities.joins_networks)")
 
     def _release_network(self, network_id: str) -> None:
         """Nothing to disconnect: services leave a network when they are removed."""
@@ -419,13 +422,14 @@ class SwarmEngine(Engine):
     def _network_removed(self, network_id: str) -> None:
         """A swarm removes a network after answering: a flow brought up again at once
         would find it listed, skip creating it, and then not find it."""
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def gone() -> bool:
             try:
                 self.api.inspect_network(network_id)
             except docker.errors.NotFound:
-                return
-            time.sleep(0.2)
+                return True
+            return False
+
+        _patiently(gone, 15, f"network {network_id} to go")
 
     # ------------------------------------------------------------ events
 
@@ -433,7 +437,8 @@ class SwarmEngine(Engine):
         raise EngineError("a swarm restarts and reschedules tasks itself")
 
     def last_exit(self, container_id: str, since: datetime | None) -> tuple[int, bool] | None:
-        return None
+        raise EngineError("a swarm keeps no container events to read an exit from "
+                          "(capabilities.watches_events)")
 
 
 def connect_engine(registry: str | None = None) -> Engine:
@@ -444,3 +449,12 @@ def connect_engine(registry: str | None = None) -> Engine:
     if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
         return SwarmEngine(engine.client, registry)
     return engine
+
+
+def _patiently(done: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Wait a while for what a swarm does after it has answered; past that, go on
+    (what follows fails with a clearer error than a timeout would give)."""
+    try:
+        wait_for(done, timeout, what, every=every)
+    except FlowFailed:
+        pass

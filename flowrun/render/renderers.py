@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from flowrun.core import names
+from flowrun.contract import names
 from flowrun.core.logline import readable
 from flowrun.supervise.events import (
     ApplyDone,

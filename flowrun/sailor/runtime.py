@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import LIVE_MARKER, STATE_FILE, files, wire
+from ..contract import LIVE_MARKER, STATE_FILE, files, names, wire
+from ..contract.confirms import Confirms, Outgoing
 from .amqp import pika  # pika without its asyncio adapter; pika.exceptions comes with it
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
@@ -45,82 +46,6 @@ REBOUND_LIMIT = int(os.environ.get("ELASTICIO_REBOUND_LIMIT", "10"))
 def log(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-Outgoing = tuple[str, str, bytes, Any]  # exchange, routing key, body, properties
-
-
-class Confirms:
-    """Publisher confirms without a round trip per message, and nothing into nowhere.
-
-    pika's BlockingChannel waits for each confirm in turn (about 1,800 msg/s at
-    best). Publishing on the channel's underlying async channel and waiting for
-    the whole batch at once keeps the guarantee (nothing is acked upstream
-    before its outputs are confirmed) and pays one round trip per batch.
-
-    Every publish is `mandatory`: a message that no queue is bound for is not
-    silently dropped (the broker would confirm it all the same) but returned;
-    returned and nacked messages are handed back by wait(), to be sent again.
-    """
-
-    def __init__(self, connection: Any, channel: Any) -> None:
-        self.connection = connection
-        self.impl = channel._impl  # pika's async Channel behind the blocking facade
-        self.published = 0
-        self.unconfirmed: dict[int, Outgoing] = {}
-        self.failed: list[Outgoing] = []
-        ready: list[bool] = []
-
-        def on_ready(_frame: Any) -> None:
-            ready.append(True)
-            # As for a confirm (below): without a ready callback, process_data_events
-            # would sleep out its whole time limit; every step paid 0.1 s at start.
-            connection.add_callback_threadsafe(_noop)
-
-        self.impl.add_on_return_callback(self._on_return)
-        self.impl.confirm_delivery(self._on_confirm, callback=on_ready)
-        while not ready:
-            connection.process_data_events(time_limit=0.1)
-
-    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        # The broker sends basic.return before the basic.ack of the same publish.
-        self.failed.append((method.exchange, method.routing_key, body, properties))
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        tags = ([t for t in self.unconfirmed if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
-        nacked = isinstance(method, pika.spec.Basic.Nack)
-        for tag in tags:
-            message = self.unconfirmed.pop(tag, None)
-            if nacked and message is not None:
-                self.failed.append(message)
-        if not self.unconfirmed:
-            # A confirm alone does not end BlockingConnection.process_data_events early
-            # (it returns on consumer deliveries and ready callbacks, not on frames for the
-            # async channel); a no-op ready callback makes wait() return at once.
-            self.connection.add_callback_threadsafe(_noop)
-
-    def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
-        self.impl.basic_publish(exchange, key, body, properties, mandatory=True)
-        self.published += 1  # the broker numbers a channel's publishes 1, 2, 3...
-        self.unconfirmed[self.published] = (exchange, key, body, properties)
-
-    def wait(self, timeout: float | None = None) -> list[Outgoing]:
-        """Until every publish is confirmed; returns what came back (to send again).
-        Raises TimeoutError past `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.unconfirmed:
-            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            if left <= 0:
-                raise TimeoutError(f"{len(self.unconfirmed)} publish(es) not confirmed")
-            self.connection.process_data_events(time_limit=left)
-        failed, self.failed = self.failed, []
-        return failed
-
-    def unsent(self) -> list[Outgoing]:
-        """After a lost connection: what may not have reached a queue."""
-        return [*self.failed, *self.unconfirmed.values()]
 
 
 class ConsumerCancelled(Exception):
@@ -474,7 +399,7 @@ class Sailor:
         # Mandatory, like every publish: confirmed and routed (to the flow's live
         # queue), it proves the step can publish into its flow, not only consume.
         assert self.confirms is not None
-        live_key = self.keys["data"].rsplit(".", 1)[0] + ".live"
+        live_key = names.live_key(self.flow_id, self.step_id)
         self.confirms.publish(self.exchange, live_key, json.dumps(
             {"step": self.step_id, "replica": self.replica, "pid": os.getpid(),
              "at": time.time()}).encode(),
@@ -612,8 +537,6 @@ class Sailor:
         log("flowrun-sailor: stopped")
 
 
-def _noop() -> None:
-    pass
 
 
 def _preload(kind: str) -> None:

@@ -7,9 +7,7 @@ reconcile planned and reports progress as events.
 from __future__ import annotations
 
 import functools
-import json
 import queue
-import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,30 +15,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flowrun.broker.platform import (
     Services,
-    api_uri,
     ensure_services,
-    find_services,
-    message_keys,
-    services_error,
-    step_api_key,
 )
-from flowrun.broker.server import BROKER_NAME, Broker, ensure_broker, find_broker
+from flowrun.broker.server import BROKER_NAME, Broker, ensure_broker
 from flowrun.broker.topology import declare_topology
-from flowrun.core import labels, names
-from flowrun.core.component import Component, Runtime
-from flowrun.core.load import revision_of
-from flowrun.core.observed import Observed
-from flowrun.core.plan import STEP_ENV_FILE, STEP_FILE, Plan, RealStep, StepKind, load_mapper
+from flowrun.contract import names
+from flowrun.core import labels
+from flowrun.core.plan import Plan, RealStep
 from flowrun.core.reconcile import Action, ActionType
-from flowrun.engine.adapter import ContainerSpec, Engine
-from flowrun.engine.images import build_image
+from flowrun.engine.images import build_image, build_services_image
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.errors import (
     BuildFailed,
-    EngineError,
     FlowFailed,
     FlowrunError,
     NameTaken,
-    StaleNetwork,
+    ServiceError,
 )
 from flowrun.settings import base_image
 from flowrun.supervise.events import (
@@ -49,91 +39,18 @@ from flowrun.supervise.events import (
     Event,
     Notice,
     Phase,
-    StepLog,
     StepPhase,
 )
 from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener, sailor_state
 from flowrun.supervise.lock import FlowLock
+from flowrun.supervise.specs import record_labels, step_spec
+from flowrun.supervise.takedown import TakeDown
+from flowrun.waiting import wait_for
 
 START_WORKERS = 8
 # A rolling replacement waits this long for each new replica to come live.
 ROLL_LIVE_TIMEOUT = 60.0
 DEFAULT_GRACE = 10.0
-# Steps run as a uid that no account of the host has: a host user cannot read a
-# step's /proc/<pid>/environ or its config file by sharing its uid.
-STEP_UID = 1_999_999
-# Processes and threads per step: room for real listeners, not for a fork bomb.
-STEP_PIDS_LIMIT = 512
-
-
-def step_secrets(flow: str, step_id: str, broker: Broker) -> dict[str, str]:
-    """What a step must keep to itself: its broker login, its key for the platform
-    services, and its flow's message keys."""
-    keys = message_keys(broker, flow)
-    return {"amqp_uri": broker.step_uri(flow, step_id), "api_uri": api_uri(),
-            "api_username": names.api_user(flow, step_id),
-            "api_key": step_api_key(broker, flow, step_id),
-            "message_password": keys.password, "message_iv": keys.iv}
-
-
-def node_env_file(secrets: dict[str, str]) -> tuple[bytes, int]:
-    """The secrets as the platform's sailor reads them, for its launcher to source."""
-    env = {f"ELASTICIO_{k.upper()}": v for k, v in secrets.items()
-           if k not in ("message_password", "message_iv")}
-    env["ELASTICIO_MESSAGE_CRYPTO_PASSWORD"] = secrets["message_password"]
-    env["ELASTICIO_MESSAGE_CRYPTO_IV"] = secrets["message_iv"]
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())).encode(), 0o400
-
-
-def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[bytes, int]]:
-    secrets = step_secrets(plan.flow, step.id, broker)
-    if step.kind is StepKind.MAPPER:
-        # Its config (the mapping) is all here, and it keeps no snapshot: it makes no
-        # step-info call, so the services need not be on the mappers' network.
-        del secrets["api_uri"]
-    files = {STEP_FILE: (json.dumps({**secrets, "cfg": step.config},
-                                    sort_keys=True).encode(), 0o400)}
-    if step.runtime is Runtime.NODE:
-        files[STEP_ENV_FILE] = node_env_file(secrets)
-    return files
-
-
-def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker,
-              replica: int = 1) -> ContainerSpec:
-    is_mapper = step.kind is StepKind.MAPPER
-    name = names.container(plan.flow, step.id, replica)
-    env = {**step.env(plan.flow), "FLOWRUN_REPLICA": str(replica)}
-    if step.runtime is Runtime.NODE:
-        env["ELASTICIO_CONTAINER_ID"] = name
-    return ContainerSpec(
-        name=name,
-        image=step.image,
-        env=env,
-        labels={
-            labels.ROLE: labels.ROLE_STEP,
-            labels.FLOW: plan.flow,
-            labels.STEP: step.id,
-            labels.REPLICA: str(replica),
-            labels.REVISION: step.revision,
-            labels.CONFIG_HASH: step.config_hash(plan.flow),
-            labels.KIND: step.kind.value,
-            labels.INDEX: str(index),
-            labels.COMPONENT: str(step.component.path),
-            labels.FUNCTION: step.function,
-            labels.SOURCE: str(plan.source.resolve()),
-            labels.RUNTIME: step.runtime.value,
-        },
-        # A mapper needs nothing but the broker: it sits on the flow's internal
-        # network, which leads nowhere else. Components keep their way out.
-        network=names.internal_network(plan.flow) if is_mapper else names.network(plan.flow),
-        memory=step.memory,
-        user=f"{STEP_UID}:{STEP_UID}",
-        pids_limit=STEP_PIDS_LIMIT,
-        files=step_files(plan, step, broker),
-        files_owner=STEP_UID,
-    )
-
-
 class Cancelled(FlowrunError):
     """An apply stopped early because `up` was interrupted."""
 
@@ -142,20 +59,23 @@ class TakenDown(FlowrunError):
     """A heal found its flow taken down by `flowrun down` meanwhile."""
 
 
-def record_labels(plan: Plan) -> dict[str, str]:
-    """What the flow's record volume says: its real steps, so a step removed by hand
-    still shows in `status` (as missing) rather than vanishing."""
-    return {
-        labels.FLOW: plan.flow,
-        labels.ROLE: labels.ROLE_RECORD,
-        labels.STEPS: json.dumps([[s.id, s.kind.value, s.replicas] for s in plan.steps],
-                                 separators=(",", ":")),
-        labels.SOURCE: str(plan.source.resolve()),
-    }
-
-
 class Executor:
-    def __init__(self, engine: Engine, events: queue.Queue[Event]) -> None:
+    """Carries out a reconcile's actions (and core/prepare.py's preparations, which
+    `up --dry-run` shows), reporting each as an event. Its pools, in this order:
+
+    1. prepare (4): the broker then the services, beside the builds (2 at a time,
+       CPU-bound) and then the flow's two networks;
+    2. keep (8): steps left running are followed from now on;
+    3. networks (5): the broker and the services join the flow's networks (where the
+       engine joins running containers to networks), the flow's record, the flow's
+       spec handed to the services: all before any step starts;
+    4. start (9): the topology and the steps' broker users, beside every step's
+       create, replace, rolling replacement or removal.
+
+    Each pool ends before the next begins; nothing is shared between pools but the
+    broker and services found in 1 (set once, read after)."""
+
+    def __init__(self, engine: ContainerEngine, events: queue.Queue[Event]) -> None:
         self.engine = engine
         self.events = events
         self.stop_following = threading.Event()
@@ -177,7 +97,7 @@ class Executor:
 
     def watch_engine(self, flow: str) -> None:
         """Hear Docker say when a step's container (or the broker's) dies or goes."""
-        if self.engine.swarm:
+        if not self.engine.capabilities.watches_events:
             return  # a swarm restarts and reschedules tasks itself
         if self.engine_watcher is None:
             self.engine_watcher = EngineWatcher(self.engine, flow, self.put,
@@ -230,9 +150,8 @@ class Executor:
         # Builds and the broker's boot overlap: both take seconds on a cold start. The
         # flow's networks are made as soon as the builds succeeded, while the broker
         # and the services are still being looked at.
-        mapper = load_mapper()
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare") as pool:
-            services_future = pool.submit(self._ensure_platform, mapper)
+            services_future = pool.submit(self._ensure_platform)
             self._build_all(plan, [s for s in plan.steps if s.id in started_steps])
             made = [pool.submit(self.engine.ensure_network, network, {labels.FLOW: flow},
                                 internal=internal) for network, internal in networks]
@@ -249,22 +168,25 @@ class Executor:
             # Before any step starts: its first call is for its step info.
             try:
                 services.put_flow(plan)
-            except OSError as e:
-                raise FlowFailed(f"the platform services refused flow {flow}: "
-                                 f"{services_error(e)}; see `docker logs "
-                                 f"{names.SERVICES_CONTAINER}`") from None
+            except ServiceError as e:
+                raise FlowFailed(f"the platform services refused flow {flow}: {e}; see "
+                                 f"`docker logs {names.SERVICES_CONTAINER}`") from None
 
         # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
         # The broker and the services join the flow's networks before any step starts
         # on them (joins racing container starts left Docker 20.10 with endpoints it
         # would not remove at `down`). The mappers' internal network needs the broker
         # only: a mapper's config is all in its step file, it makes no step-info call.
+        # (On a swarm steps reach both on the broker's network instead.)
+        joins = self.engine.capabilities.joins_networks
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="networks") as pool:
             prepared = [pool.submit(self.engine.connect, BROKER_NAME, network,
-                                    [names.BROKER_ALIAS]) for network, _internal in networks]
+                                    [names.BROKER_ALIAS])
+                        for network, _internal in networks if joins]
+            if joins:
+                prepared.append(pool.submit(self.engine.connect, names.SERVICES_CONTAINER,
+                                            names.network(flow), [names.SERVICES_ALIAS]))
             prepared += [
-                pool.submit(self.engine.connect, names.SERVICES_CONTAINER, names.network(flow),
-                            [names.SERVICES_ALIAS]),
                 pool.submit(self.engine.put_record, names.record_volume(flow),
                             record_labels(plan)),
                 pool.submit(put_flow)]
@@ -334,13 +256,12 @@ class Executor:
             self.put(Notice(f"started the broker ({BROKER_NAME})"))
         return broker
 
-    def _ensure_platform(self, mapper: Component) -> None:
-        """The broker, then the platform services (from the mapper's image, built
-        first if need be): both outlive this `up`."""
+    def _ensure_platform(self) -> None:
+        """The broker, then the platform services (their image built first if need
+        be): both outlive this `up`."""
         self.broker = self._ensure_broker()
-        image = names.image(mapper.name, revision_of(mapper))
-        build_image(self.engine, mapper, revision_of(mapper), image,
-                    lambda line: self.put(BuildOutput(mapper.name, line)))
+        image = build_services_image(self.engine,
+                                     lambda line: self.put(BuildOutput("services", line)))
         self.services, started = ensure_services(self.engine, self.broker, image)
         if started:
             self.put(Notice(f"started the platform services ({names.SERVICES_CONTAINER})"))
@@ -412,17 +333,17 @@ class Executor:
 
     def _wait_live(self, flow: str, step: str, replica: int) -> None:
         name = names.container(flow, step, replica)
-        deadline = time.monotonic() + ROLL_LIVE_TIMEOUT
-        while time.monotonic() < deadline:
-            self._check_cancelled()
-            current = self.engine.find(name)
-            if current is not None and sailor_state(self.engine, current).get("live"):
-                return
-            time.sleep(0.2)
         who = names.replica_label(step, replica, True)
-        raise FlowFailed(f"{who} was not live {ROLL_LIVE_TIMEOUT:.0f} s after its start; its "
-                         f"other replicas keep running their previous revision; see "
-                         f"`flowrun logs {flow} {step}`")
+
+        def live() -> bool:
+            current = self.engine.find(name)
+            return current is not None and bool(sailor_state(self.engine, current).get("live"))
+
+        wait_for(live, ROLL_LIVE_TIMEOUT, who, stop=self._check_cancelled,
+                 on_timeout=lambda: FlowFailed(
+                     f"{who} was not live {ROLL_LIVE_TIMEOUT:.0f} s after its start; its other "
+                     f"replicas keep running their previous revision; see `flowrun logs "
+                     f"{flow} {step}`"))
 
     def _remove(self, flow: str, step_id: str, replica: int, grace: float) -> None:
         self.put(StepPhase(step_id, Phase.STOPPING, "no longer in the flow", replica))
@@ -434,95 +355,9 @@ class Executor:
 
     # ------------------------------------------------------------ down
 
-    def _shutdown_hook(self, flow: str, o: Observed, broker: Broker, grace: float) -> None:
-        """The platform's shutdown hook: a one-shot run of the trigger's image with
-        ELASTICIO_HOOK_SHUTDOWN, which calls the component's `shutdown(cfg, data)` with
-        the data its `startup` left, then deletes that data."""
-        step = o.labels.get(labels.STEP, "")
-        name = names.hook_container(flow, step)
-        if self.engine.find(name) is not None:
-            self.engine.remove(name)
-        self.put(Notice(f"running the shutdown hook of {step}"))
-        self.engine.run(ContainerSpec(
-            name=name, image=o.image, env={**o.env, "ELASTICIO_HOOK_SHUTDOWN": "1"},
-            labels={labels.ROLE: labels.ROLE_HOOK, labels.FLOW: flow, labels.STEP: step},
-            network=names.network(flow), memory="256m", user=f"{STEP_UID}:{STEP_UID}",
-            pids_limit=STEP_PIDS_LIMIT, restart=False,
-            files={STEP_ENV_FILE: node_env_file(step_secrets(flow, step, broker))},
-            files_owner=STEP_UID,
-        ))
-        deadline = time.monotonic() + max(grace, 10.0)
-        ran = self.engine.find(name)
-        while ran is not None and ran.status in ("created", "running") and (
-                time.monotonic() < deadline):
-            time.sleep(0.2)
-            ran = self.engine.find(name)
-        for line in self.engine.logs(name, tail=20):
-            self.put(StepLog(step, line))
-        if ran is not None and ran.running:
-            self.engine.stop(name, 0)
-        self.engine.remove(name)
-
-
     def down(self, flow: str, grace: float, purge: bool = False,
              lock: bool = True) -> list[str]:
-        """Stop (TERM, grace, KILL) and remove a flow's containers, networks and record.
-        `lock=False` only for a forced stop, which must not wait for an apply."""
-        if not lock:
-            return self._down(flow, grace, purge)
-        with FlowLock(flow, on_wait=lambda text: self.put(Notice(text, "warning"))):
-            return self._down(flow, grace, purge)
-
-    def _down(self, flow: str, grace: float, purge: bool) -> list[str]:
+        """Take the flow down (supervise/takedown.py), its followers first."""
         self.stop_following.set()
-        # The record first: an attached `up` elsewhere reads its absence as "taken
-        # down on purpose", and does not heal the steps this is about to remove.
-        self.engine.remove_volume(names.record_volume(flow))
-        observed = self.engine.observe({labels.FLOW: flow, labels.ROLE: labels.ROLE_STEP})
-        removed = [o.name for o in observed]
-
-        def stop(o: Observed) -> None:
-            step, replica = o.labels.get(labels.STEP, o.name), labels.replica_of(o.labels)
-            self.put(StepPhase(step, Phase.STOPPING, replica=replica))
-            self.engine.stop(o.name, grace)
-            self.engine.remove(o.name)
-            self.put(StepPhase(step, Phase.STOPPED, replica=replica))
-
-        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="stop") as pool:
-            list(pool.map(stop, observed))
-        # Every part is tried, so one that Docker refuses (a network it still thinks in
-        # use) does not leave the rest behind; what failed is said at the end.
-        failed: list[str] = []
-        broker = self.broker or find_broker(self.engine)
-        services = self.services or (find_services(self.engine, broker) if broker else None)
-        if broker is not None and services is not None:
-            # While the flow's network and its data at the services are still there.
-            for o in observed:
-                if (o.labels.get(labels.RUNTIME) == Runtime.NODE.value
-                        and o.labels.get(labels.KIND) == StepKind.TRIGGER.value):
-                    try:
-                        self._shutdown_hook(flow, o, broker, grace)
-                    except EngineError as e:
-                        failed.append(f"shutdown hook of {o.labels.get(labels.STEP)}: {e}")
-        for network in (names.network(flow), names.internal_network(flow)):
-            try:
-                self.engine.remove_network(network)
-            except StaleNetwork as e:  # said, not a failure: nothing is lost or running
-                self.put(Notice(str(e), "warning"))
-            except EngineError as e:
-                failed.append(str(e))
-        if services is not None:
-            # Its steps are no longer served or ticked; their snapshots stay unless purged.
-            try:
-                services.forget_flow(flow, purge)
-            except OSError as e:
-                failed.append(f"the platform services: {services_error(e)}")
-        if purge and broker is not None:
-            try:
-                broker.purge_flow(flow)
-            except OSError as e:
-                failed.append(f"purging the queues of {flow}: {e}; `flowrun down --purge "
-                              f"{flow}` again removes them")
-        if failed:
-            raise EngineError("; ".join(failed))
-        return removed
+        return TakeDown(self.engine, self.put, self.broker, self.services).down(
+            flow, grace, purge, lock)

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from flowrun.broker.server import Broker
-from flowrun.core import labels, names
+from flowrun.contract import LIVE_MARKER, NODE_LIVE_MARKER, STATE_FILE, names
+from flowrun.core import labels
 from flowrun.core.component import Runtime
 from flowrun.core.observed import Observed, describe_exit
-from flowrun.engine.adapter import Engine
-from flowrun.sailor import LIVE_MARKER, NODE_LIVE_MARKER, STATE_FILE
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.supervise.events import (
     BrokerGone,
     ContainerGone,
@@ -27,14 +27,15 @@ from flowrun.supervise.events import (
 )
 
 
-def sailor_state(engine: Engine, o: Observed) -> dict[str, Any]:
+def sailor_state(engine: ContainerEngine, o: Observed) -> dict[str, Any]:
     """What a running step's sailor says of itself: flowrun's sailor keeps a state file
     (live, counters, beat); the platform's Node.js sailor keeps none, and is live once
     its log has said so since this start of its container."""
     if not o.running:
         return {}
-    if o.labels.get(labels.RUNTIME) == Runtime.NODE.value or engine.swarm:
-        # (On a swarm a task's files are on its node, out of reach: its log tells.)
+    if (o.labels.get(labels.RUNTIME) == Runtime.NODE.value
+            or not engine.capabilities.reads_files):
+        # (A swarm task's files are on its node, out of reach: its log tells.)
         lines = engine.logs(o.name, since=o.started_at)
         return {"live": any(NODE_LIVE_MARKER in line or LIVE_MARKER in line
                             for line in lines)}
@@ -48,7 +49,7 @@ def sailor_state(engine: Engine, o: Observed) -> dict[str, Any]:
 class Follower:
     """Follows one container's output across restarts; reports lines and liveness."""
 
-    def __init__(self, engine: Engine, name: str, step: str, put: Callable[[Event], None],
+    def __init__(self, engine: ContainerEngine, name: str, step: str, put: Callable[[Event], None],
                  stop: threading.Event, from_now: bool = False, timestamps: bool = False,
                  outlive: bool = False, replica: int = 1) -> None:
         self.engine, self.name, self.step, self.put, self.stop = engine, name, step, put, stop
@@ -109,7 +110,8 @@ class Follower:
     def _exit_reason(self, after: Observed) -> str:
         """Docker may have restarted it already (ExitCode back to 0): ask its events."""
         code, oom = after.exit_code, after.oom_killed
-        if after.running or after.status == "restarting":
+        if (after.running or after.status == "restarting") and (
+                self.engine.capabilities.watches_events):
             for _ in range(10):  # the die event can trail the end of the log stream
                 found = self.engine.last_exit(after.id, after.started_at and
                                               after.started_at - timedelta(minutes=10))
@@ -191,7 +193,7 @@ class EngineWatcher:
     """Hears Docker say that a step's container died or was removed, or that the
     broker's did, whoever did it; the supervisor decides what to do about it."""
 
-    def __init__(self, engine: Engine, flow: str, put: Callable[[Event], None],
+    def __init__(self, engine: ContainerEngine, flow: str, put: Callable[[Event], None],
                  stop: threading.Event) -> None:
         self.engine, self.flow, self.put, self.stop = engine, flow, put, stop
         self.stream: Any = None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from flowrun.core import names
+from flowrun.contract import names
 from flowrun.errors import FlowFailed
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flowrun.core import names
+from flowrun.contract import names
 from flowrun.supervise.events import Event, Phase
 
 LAST_LINES = 10

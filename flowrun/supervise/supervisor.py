@@ -29,9 +29,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.logline import readable
 from flowrun.core.plan import Plan
+from flowrun.core.prepare import prepare
 from flowrun.core.reconcile import (
     Action,
     ActionType,
@@ -153,13 +155,26 @@ class Supervisor:
         observed = self.engine.observe({labels.FLOW: plan.flow, labels.ROLE: labels.ROLE_STEP})
         return reconcile(plan, observed, recreate)
 
+    def dry_run(self, plan: Plan, recreate: bool = False) -> str:
+        """What `up` would do, and why: images, the broker and the services, networks,
+        then each step's container; nothing is changed."""
+        from flowrun.engine.images import services_image
+        from flowrun.supervise.observe import observe_platform
+
+        actions = self.actions_for(plan, recreate)
+        image = services_image()
+        preparations = prepare(plan, actions, observe_platform(self.engine, plan, image), image)
+        if not preparations:
+            return actions_text(actions)
+        return "\n".join([*(p.line() for p in preparations), *(a.line() for a in actions)])
+
     # ------------------------------------------------------------ the loop
 
     def up(self, plan: Plan, options: UpOptions,
            replan: Callable[[], Plan] | None = None) -> tuple[int, str]:
         """Returns (exit code, summary). Raises FlowFailed when warm-up fails."""
         if options.dry_run:
-            return 0, actions_text(self.actions_for(plan, options.recreate))
+            return 0, self.dry_run(plan, options.recreate)
         run = self.start(plan, options, replan)
         try:
             while run.result is None:

@@ -10,10 +10,12 @@ from typing import Any
 from flowrun.broker.platform import Services, find_services
 from flowrun.broker.server import Broker, find_broker
 from flowrun.commands.status import StepStatus, flow_queues, flow_status, running_flows
-from flowrun.core import labels, names
+from flowrun.contract import names
+from flowrun.core import labels
 from flowrun.core.logline import readable
 from flowrun.core.masking import mask
-from flowrun.engine.adapter import Engine
+from flowrun.engine.protocol import ContainerEngine
+from flowrun.errors import ServiceError
 
 LOG_LINES = 60
 STEP_MESSAGES = 20
@@ -37,7 +39,7 @@ def _step(s: StepStatus, queues: dict[str, dict[str, Any]], flow: str,
     }
 
 
-def flows_snapshot(engine: Engine) -> dict[str, Any]:
+def flows_snapshot(engine: ContainerEngine) -> dict[str, Any]:
     broker = find_broker(engine)
     flows = []
     for flow in running_flows(engine):
@@ -54,19 +56,19 @@ def flows_snapshot(engine: Engine) -> dict[str, Any]:
     return {"flows": flows}
 
 
-def _services(engine: Engine) -> tuple[Broker | None, Services | None]:
+def _services(engine: ContainerEngine) -> tuple[Broker | None, Services | None]:
     broker = find_broker(engine)
     return broker, (find_services(engine, broker) if broker is not None else None)
 
 
-def step_detail(engine: Engine, flow: str, step: str) -> dict[str, Any]:
+def step_detail(engine: ContainerEngine, flow: str, step: str) -> dict[str, Any]:
     """A step's latest messages (as the trace recorded them) and log lines."""
     _broker, services = _services(engine)
     messages: list[dict[str, Any]] = []
     if services is not None:
         try:
             threads = services.trace(flow, 200).get("threads") or []
-        except (OSError, ValueError):
+        except ServiceError:
             threads = []
         records = [r for t in threads for r in t["records"] if r.get("step") == step]
         # Masked as `flowrun trace` masks them: the page is a terminal too.
@@ -78,14 +80,14 @@ def step_detail(engine: Engine, flow: str, step: str) -> dict[str, Any]:
     return {"flow": flow, "step": step, "messages": messages, "logs": lines}
 
 
-def threads(engine: Engine, flow: str, limit: int = 20) -> dict[str, Any]:
+def threads(engine: ContainerEngine, flow: str, limit: int = 20) -> dict[str, Any]:
     """Recent threads, each with the steps it went through (to follow on the graph)."""
     _broker, services = _services(engine)
     if services is None:
         return {"flow": flow, "threads": []}
     try:
         found = services.trace(flow, limit).get("threads") or []
-    except (OSError, ValueError):
+    except ServiceError:
         found = []
     return {"flow": flow, "threads": [{
         "threadId": t["threadId"], "records": len(t["records"]),

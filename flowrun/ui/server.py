@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from flowrun.engine.adapter import Engine
+from flowrun.engine.protocol import ContainerEngine
 from flowrun.settings import RESOURCES
 from flowrun.ui.model import flows_snapshot, step_detail, threads
 
@@ -29,7 +29,7 @@ EVERY = 1.0  # seconds between live updates
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
-def make_app(engine: Engine) -> Starlette:
+def make_app(engine: ContainerEngine) -> Starlette:
     async def index(request: Request) -> FileResponse:
         return FileResponse(UI_DIR / "index.html")
 
@@ -65,7 +65,7 @@ def make_app(engine: Engine) -> Starlette:
     ])
 
 
-def make_server(engine: Engine, port: int, on_ready: Any = None) -> uvicorn.Server:
+def make_server(engine: ContainerEngine, port: int, on_ready: Any = None) -> uvicorn.Server:
     """Loopback only: the page shows messages and logs. `on_ready` gets the bound port."""
     config = uvicorn.Config(make_app(engine), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")
@@ -80,6 +80,6 @@ def make_server(engine: Engine, port: int, on_ready: Any = None) -> uvicorn.Serv
     return server
 
 
-def serve(engine: Engine, port: int, on_ready: Any = None) -> None:
+def serve(engine: ContainerEngine, port: int, on_ready: Any = None) -> None:
     """Blocks until Ctrl-C."""
     make_server(engine, port, on_ready).run()

@@ -21,8 +21,8 @@ import pika.exceptions
 from flowrun.broker.messaging import data_key, decode, make_message, properties_for
 from flowrun.broker.platform import message_keys
 from flowrun.broker.server import find_broker
-from flowrun.core import names
-from flowrun.core.names import input_queue
+from flowrun.contract import names
+from flowrun.contract.names import input_queue
 
 ERRORS = (pika.exceptions.AMQPError, OSError)
 

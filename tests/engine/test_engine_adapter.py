@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flowrun.engine.adapter import ContainerSpec
+from flowrun.engine.spec import ContainerSpec
 from flowrun.settings import base_image
 
 

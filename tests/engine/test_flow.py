@@ -87,7 +87,7 @@ def test_down_leaves_nothing_behind(engine: Any, tmp_path: Any) -> None:
         result = flowrun(*command, check=False)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert f"no flow named {name}" in result.stderr
-    assert "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr, command
 
 
 def test_a_step_that_cannot_start_fails_within_the_timeout(tmp_path: Any, engine: Any) -> None:

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowrun.broker.server import find_broker
+from flowrun.broker.platform import ensure_services
+from flowrun.broker.server import ensure_broker, find_broker
+from flowrun.engine.images import build_services_image
 from tests.conftest import (
     COMPONENTS,
     ORDERS_STEPS,
@@ -129,7 +131,8 @@ def _services_port() -> int:
 
 def test_a_new_flow_comes_up_while_hundreds_of_idle_connections_are_held(
         flow_factory: Any, engine: Any) -> None:
-    flow_factory(unique("first"), ORDERS_STEPS)  # the services are running
+    broker, _ = ensure_broker(engine)  # the services running, with no flow of their own
+    ensure_services(engine, broker, build_services_image(engine, lambda line: None))
     port = _services_port()
     held: list[socket.socket] = []
     try:

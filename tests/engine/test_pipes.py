@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +40,43 @@ def _stops_and_takes_down(proc: subprocess.Popen[str], engine: Any, name: str) -
              "the flow's containers to be gone")
 
 
-def test_up_into_a_pipe_closed_mid_warm_up_keeps_supervising(engine: Any,
-                                                             tmp_path: Path) -> None:
-    name = unique("head")
+@contextmanager
+def _attached(tmp_path: Path, prefix: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """An attached `up` of a new flow, its standard output a pipe the test reads (and
+    closes); whatever happens, the flow is taken down after, and `up` said no
+    traceback."""
+    name = unique(prefix)
     path = write_flow(tmp_path, name, ORDERS_STEPS)
     with open(tmp_path / "stderr", "w") as err:
         proc = _attached_up(path, err)
         try:
-            assert proc.stdout is not None
-            for _ in range(3):  # `| head -3`: three lines read, then the reader is gone
-                proc.stdout.readline()
-            proc.stdout.close()
-            wait_for(lambda: _all_live(name), 180, "every step live")
-            time.sleep(2)
-            assert proc.poll() is None, "up ended: the flow would run unsupervised"
-            _stops_and_takes_down(proc, engine, name)
+            yield name, proc
         finally:
             if proc.poll() is None:
                 proc.kill()
             flowrun("down", "--purge", "--grace", "0", name, check=False)
     assert "Traceback" not in (tmp_path / "stderr").read_text()
+
+
+def test_up_into_a_pipe_closed_mid_warm_up_keeps_supervising(engine: Any,
+                                                             tmp_path: Path) -> None:
+    with _attached(tmp_path, "head") as (name, proc):
+        assert proc.stdout is not None
+        for _ in range(3):  # `| head -3`: three lines read, then the reader is gone
+            proc.stdout.readline()
+        proc.stdout.close()
+        wait_for(lambda: _all_live(name), 180, "every step live")
+        time.sleep(2)
+        assert proc.poll() is None, "up ended: the flow would run unsupervised"
+        _stops_and_takes_down(proc, engine, name)
 
 
 def test_ctrl_c_that_also_ends_the_pipes_reader_takes_the_flow_down(
         engine: Any, tmp_path: Path) -> None:
-    name = unique("tee")
-    path = write_flow(tmp_path, name, ORDERS_STEPS)
-    with open(tmp_path / "stderr", "w") as err:
-        proc = _attached_up(path, err)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if "real steps live" in line:
-                    break
-            proc.stdout.close()  # `tee` got the same Ctrl-C, and is gone
-            _stops_and_takes_down(proc, engine, name)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            flowrun("down", "--purge", "--grace", "0", name, check=False)
-    assert "Traceback" not in (tmp_path / "stderr").read_text()
+    with _attached(tmp_path, "tee") as (name, proc):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "real steps live" in line:
+                break
+        proc.stdout.close()  # `tee` got the same Ctrl-C, and is gone
+        _stops_and_takes_down(proc, engine, name)

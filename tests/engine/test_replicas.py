@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowrun.core import names
+from flowrun.contract import names
 from tests.conftest import flowrun, make_component, unique, wait_for, write_flow
 from tests.engine.stream import replica_work, replicated_steps, roll_mid_stream
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.broker.server import find_broker
-from flowrun.core import names
+from flowrun.contract import names
 from tests.conftest import (
     ORDERS_STEPS,
     ROOT,

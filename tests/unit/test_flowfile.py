@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from flowrun.core.flowfile import interpolate, load_flow
 from flowrun.core.masking import MASK, is_secret_key, mask
 from flowrun.errors import FlowFileError
+from tests.conftest import ROOT
 
-SAMPLES = Path(__file__).parent.parent.parent / "sample_flows"
+SAMPLES = ROOT / "sample_flows"
 
 
 def test_sample_flow_loads_with_defaults() -> None:

@@ -6,22 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from flowrun.core import names
+from flowrun.contract import names
 from flowrun.core.flowfile import load_flow
 from flowrun.errors import FlowFileError
-from tests.conftest import COMPONENTS, ROOT
+from tests.conftest import COMPONENTS, flowrun
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+    return flowrun(*args, env=env or {}, check=False, timeout=60)
 
 
 def one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:

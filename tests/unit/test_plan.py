@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from flowrun.core.flowfile import load_flow
-from flowrun.core.plan import StepKind, check_flow, expand, load_components, load_mapper
+from flowrun.core.plan import StepKind
+from tests.conftest import ROOT, plan_of
 
-ROOT = Path(__file__).parent.parent.parent
 GOLDEN = ROOT / "tests" / "golden"
-
-
-def plan_of(path: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    flow = load_flow(path, env or {})
-    components = load_components(flow)
-    check_flow(flow, components)
-    mapper = load_mapper()
-    revisions = {c.path: "rev-" + c.name for c in [*components.values(), mapper]}
-    return expand(flow, components, mapper, revisions)
 
 
 def test_three_visible_steps_give_five_real_steps() -> None:
@@ -86,3 +77,15 @@ def test_config_hash_follows_config_only() -> None:
 def test_plan_json_masks_secrets() -> None:
     plan = plan_of(ROOT / "sample_flows" / "orders.yaml", {"SHOP_API_KEY": "very-secret"})
     assert "very-secret" not in str(plan.to_json())
+
+
+def test_the_services_spec_the_host_sends_is_the_one_they_read() -> None:
+    from flowrun.broker.platform import flow_spec
+    from flowrun.contract.spec import FlowSpec
+
+    plan = plan_of(ROOT / "sample_flows" / "mixed.yaml")
+    spec = flow_spec(plan)
+    assert FlowSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    clock = spec.steps["clock"]
+    assert clock.tick_interval == 1 and clock.input_queue == "mixed:clock:messages"
+    assert clock.account == "mixed.clock" and spec.steps["notify"].account is None

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from flowrun.core import labels
 from flowrun.core.observed import Observed
 from flowrun.core.reconcile import ActionType, Cause, actions_text, reconcile
-from tests.unit.test_plan import plan_of
+from tests.conftest import ROOT, plan_of
 
-ROOT = Path(__file__).parent.parent.parent
 PLAN = plan_of(ROOT / "sample_flows" / "orders.yaml")
 
 

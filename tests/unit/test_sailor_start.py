@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flowrun.sailor import files
+from flowrun.contract import files
 from flowrun.sailor.stepinfo import http_get
 from tests.conftest import ROOT
 
@@ -51,8 +51,18 @@ def test_unpack_writes_allowed_files_with_their_mode_only(tmp_path: Path,
 
 def test_receive_keeps_a_file_already_there(tmp_path: Path) -> None:
     present = tmp_path / "step.json"
-    present.write_text("{}")
-    files.receive(str(present), wait=0)  # reads no input: a restart of the container
+    present.write_text('{"kept": true}')
+    read, write = os.pipe()
+    try:  # input that would overwrite it, were it read: a restart reads none
+        os.write(write, b"not a tar archive")
+        with open(read, "rb", closefd=False) as stdin, pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "stdin", io.TextIOWrapper(stdin))
+            files.receive(str(present), wait=0)
+            assert os.read(read, 100) == b"not a tar archive"  # left unread
+    finally:
+        os.close(read)
+        os.close(write)
+    assert present.read_text() == '{"kept": true}'
 
 
 def test_receive_says_when_nothing_comes(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from flowrun.sailor import services as svc
-from flowrun.sailor.wire import api_key
+from flowrun.contract.spec import AmqpAccess, FlowSpec, ServicesConfig, StepEntry
+from flowrun.contract.wire import admin_token, api_key
+from flowrun.services import http as svc
 
 SECRET = "s3cret"
 
@@ -33,12 +34,16 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[sv
     monkeypatch.setattr(svc.GuardedH11, "request_seconds", 1.0)
     monkeypatch.setattr(svc.GuardedH11, "peer_cap", 40)
     monkeypatch.setattr(svc, "REQUEST_SECONDS", 1.0)
-    services = svc.Services({"secret": SECRET, "amqp": {
-        "host": "127.0.0.1", "port": 1, "user": "u", "password": "p"}}, tmp_path)
+    services = svc.Services(ServicesConfig(secret=SECRET, amqp=AmqpAccess(
+        host="127.0.0.1", port=1, management_port=1, user="u", password="p")), tmp_path)
     flow = services.flow("f")
-    flow.spec = {"vhost": "flowrun.f", "steps": {
-        "a": {"config": {"x": 1}, "credentials": {"token": "A"}, "account": "f.a"},
-        "b": {"config": {"y": 2}, "credentials": {"token": "B"}, "account": "f.b"}}}
+    flow.spec = FlowSpec(
+        vhost="flowrun.f", snapshot_queue="f:snapshots", error_tally_queue="f:error-tally",
+        dead_letter_queue="f:dead", steps={
+            "a": StepEntry(kind="action", runtime="python", config={"x": 1},
+                           credentials={"token": "A"}, account="f.a"),
+            "b": StepEntry(kind="action", runtime="python", config={"y": 2},
+                           credentials={"token": "B"}, account="f.b")})
     port = _free_port()
     server = svc.server(services, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -194,3 +199,18 @@ def test_a_request_whose_body_was_not_read_does_not_spoil_the_next(served: Any) 
     finally:
         conn.close()
     assert _call(port, "GET", "/sailor-support/hooks/task/f/startup/data")[0] == 404
+
+
+def test_a_spec_that_is_not_the_contracts_is_a_400_naming_the_field(served: Any) -> None:
+    services, port = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        token = admin_token(SECRET)
+        conn.request("PUT", "/admin/flows/g", body=json.dumps({"vhost": "v", "steps": {}}),
+                     headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 400 and "snapshot_queue" in answer["message"]
+    assert not services.flow("g").active

@@ -7,15 +7,12 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flowrun.core.component import load_component
-from flowrun.core.flowfile import load_flow
 from flowrun.core.observed import Observed
-from flowrun.core.plan import Plan, check_flow, expand, load_components, load_mapper
+from flowrun.core.plan import Plan
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.errors import FlowFailed
 from flowrun.supervise.events import (
@@ -30,21 +27,9 @@ from flowrun.supervise.events import (
 )
 from flowrun.supervise.state import FlowState
 from flowrun.supervise.supervisor import HEAL_FIRST, Supervisor, UpOptions
+from tests.conftest import ROOT, plan_of
 
-ROOT = Path(__file__).parent.parent.parent
-
-
-def orders_plan() -> Plan:
-    flow = load_flow(ROOT / "sample_flows" / "orders.yaml", {})
-    components = load_components(flow)
-    check_flow(flow, components)
-    mapper = load_mapper()
-    revisions = {c.path: "rev1" for c in [*components.values(), mapper]}
-    assert load_component(mapper.path, "mapper").path == mapper.path
-    return expand(flow, components, mapper, revisions)
-
-
-PLAN = orders_plan()
+PLAN: Plan = plan_of(ROOT / "sample_flows" / "orders.yaml", revision="rev1")
 
 
 class Clock:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flowrun.contract import wire
+from flowrun.contract.spec import AmqpAccess, FlowSpec, ServicesConfig, StepEntry
+from flowrun.contract.wire import api_key
 from flowrun.core.component import Runtime, load_component
 from flowrun.core.load import load_plan
 from flowrun.core.logline import readable
 from flowrun.errors import ComponentError
-from flowrun.sailor import wire
-from flowrun.sailor.services import Flow, Services, api_key
+from flowrun.services.state import Flow, Services
 from tests.conftest import ROOT
 
 KEYS = wire.Keys("pw", "0123456789abcdef")
@@ -140,14 +143,23 @@ def test_the_mixed_sample_plans_nodejs_steps_for_the_platforms_sailor() -> None:
     assert json.dumps(plan.to_json()).count("demo-token") == 0
 
 
+AMQP = AmqpAccess(host="127.0.0.1", port=1, management_port=1, user="u", password="p")
+
+
 def _services(tmp_path: Path) -> Services:
-    return Services({"secret": "s", "amqp": {}}, tmp_path)
+    return Services(ServicesConfig(secret="s", amqp=AMQP), tmp_path)
+
+
+def _spec(steps: dict[str, StepEntry], variables: dict[str, Any] | None = None) -> FlowSpec:
+    return FlowSpec(vhost="flowrun.f", snapshot_queue="f:snapshots",
+                    error_tally_queue="f:error-tally", dead_letter_queue="f:dead",
+                    steps=steps, variables=variables or {})
 
 
 def test_step_info_merges_the_credential_and_keeps_updated_keys(tmp_path: Path) -> None:
     flow = Flow(tmp_path, "f", "s")
-    flow.spec = {"variables": {"v": 1}, "steps": {"a": {
-        "config": {"x": 1}, "credentials": {"token": "t"}, "account": "f.a"}}}
+    flow.spec = _spec({"a": StepEntry(kind="action", runtime="python", config={"x": 1},
+                                      credentials={"token": "t"}, account="f.a")}, {"v": 1})
     info = flow.step_info("a")
     assert info is not None
     assert info["config"] == {"x": 1, "token": "t", "_account": "f.a"}
@@ -155,7 +167,8 @@ def test_step_info_merges_the_credential_and_keeps_updated_keys(tmp_path: Path) 
     flow.accounts["f.a"] = {"base": {"token": "t"}, "keys": {"token": "t", "refresh": "r"}}
     assert flow.step_info("a")["config"]["refresh"] == "r"  # type: ignore[index]
     # A new credential in the flow file wins over keys updated for the old one.
-    flow.spec["steps"]["a"]["credentials"] = {"token": "new"}
+    flow.spec = _spec({"a": StepEntry(kind="action", runtime="python", config={"x": 1},
+                                      credentials={"token": "new"}, account="f.a")})
     assert "refresh" not in flow.step_info("a")["config"]  # type: ignore[index]
     assert flow.step_info("nope") is None
 

@@ -205,6 +205,24 @@ def live_key(flow: str, step: str) -> str:
     return f"{flow}.{step}.live"
 
 
+def of_key(flow: str, key: str) -> tuple[str, str] | None:
+    """(step, kind) of a routing key `<flow>.<step>.<kind>` (kind: message, error,
+    snapshot, rebound, live), or None for a key that is not one of the flow's."""
+    prefix = f"{flow}."
+    if not key.startswith(prefix):
+        return None
+    step, _, kind = key[len(prefix):].rpartition(".")
+    return (step, kind) if step and kind else None
+
+
+def step_of_queue(flow: str, queue: str) -> str | None:
+    """The step of one of its queues (`<flow>:<step>:<kind>`), or None."""
+    prefix = f"{flow}:"
+    if not queue.startswith(prefix) or queue.count(":") < 2:
+        return None
+    return queue[len(prefix):].rsplit(":", 1)[0] or None
+
+
 def step_key_pattern(flow: str, step: str) -> str:
     """A regular expression for every routing key a step may publish with."""
     return rf"^{re.escape(flow)}\.{re.escape(step)}\.[a-z]+$"

@@ -1,0 +1,140 @@
+"""What the host hands the platform services, typed, and checked on both sides.
+
+`FlowSpec`: a flow as the services serve it (its steps' config and credentials,
+which queues to drain, what to tick, how its trace queue is made). The host
+builds it from its plan and sends `to_json()`; the services read it back with
+`from_json`, which refuses anything else with the field it found wrong, so a
+mistake on either side is a 400 naming the field, not a KeyError later.
+`ServicesConfig`: the services' own config (the host's secret, how to reach the
+broker), written to their private file at their first start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class SpecError(ValueError):
+    """A spec that does not have the contract's shape; the message names the field."""
+
+
+def _field(data: Any, key: str, kind: type | tuple[type, ...], where: str,
+           optional: bool = False) -> Any:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected an object")
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if value is None or not isinstance(value, kind) or (
+            isinstance(value, bool) and kind in (int, float, (int, float))):
+        raise SpecError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """How the trace queue is made (the services make it again after a broker
+    restart, which loses it and the vhost's firehose)."""
+
+    arguments: dict[str, Any]
+    exchange: str
+    key: str
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> TraceSpec:
+        return cls(arguments=_field(data, "arguments", dict, where),
+                   exchange=_field(data, "exchange", str, where),
+                   key=_field(data, "key", str, where))
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    kind: str
+    runtime: str
+    config: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
+    account: str | None = None  # the step's own account: the only one it may update
+    tick_interval: float | None = None  # a ticked trigger: seconds between ticks ...
+    input_queue: str | None = None  # ... published here
+    passthrough: bool = False
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> StepEntry:
+        return cls(
+            kind=_field(data, "kind", str, where),
+            runtime=_field(data, "runtime", str, where),
+            config=_field(data, "config", dict, where),
+            credentials=_field(data, "credentials", dict, where, optional=True),
+            account=_field(data, "account", str, where, optional=True),
+            tick_interval=_field(data, "tick_interval", (int, float), where, optional=True),
+            input_queue=_field(data, "input_queue", str, where, optional=True),
+            passthrough=bool(_field(data, "passthrough", bool, where, optional=True)))
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    vhost: str
+    snapshot_queue: str
+    error_tally_queue: str
+    dead_letter_queue: str
+    steps: dict[str, StepEntry]
+    variables: dict[str, Any] = field(default_factory=dict)
+    trace_queue: str | None = None  # None: the flow records no trace
+    trace: TraceSpec | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> FlowSpec:
+        where = "flow"
+        steps = _field(data, "steps", dict, where)
+        trace = _field(data, "trace", dict, where, optional=True)
+        return cls(
+            vhost=_field(data, "vhost", str, where),
+            snapshot_queue=_field(data, "snapshot_queue", str, where),
+            error_tally_queue=_field(data, "error_tally_queue", str, where),
+            dead_letter_queue=_field(data, "dead_letter_queue", str, where),
+            steps={str(k): StepEntry.from_json(v, f"steps.{k}") for k, v in steps.items()},
+            variables=_field(data, "variables", dict, where, optional=True) or {},
+            trace_queue=_field(data, "trace_queue", str, where, optional=True),
+            trace=TraceSpec.from_json(trace, "trace") if trace is not None else None)
+
+    def account_of(self, step: str) -> str | None:
+        entry = self.steps.get(step)
+        return entry.account if entry is not None else None
+
+
+@dataclass(frozen=True)
+class AmqpAccess:
+    """How the services reach the broker, as its admin."""
+
+    host: str
+    port: int
+    management_port: int
+    user: str
+    password: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> AmqpAccess:
+        where = "amqp"
+        return cls(host=_field(data, "host", str, where), port=_field(data, "port", int, where),
+                   management_port=_field(data, "management_port", int, where),
+                   user=_field(data, "user", str, where),
+                   password=_field(data, "password", str, where))
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    secret: str
+    amqp: AmqpAccess
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ServicesConfig:
+        return cls(secret=_field(data, "secret", str, "config"),
+                   amqp=AmqpAccess.from_json(_field(data, "amqp", dict, "config")))

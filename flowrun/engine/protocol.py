@@ -1,0 +1,83 @@
+"""What an engine must do: the face every caller is typed against.
+
+Two engines implement it: `Engine` (one Docker host, engine/adapter.py) and
+`SwarmEngine` (a swarm manager, engine/swarm.py). What differs between them is
+said by `Capabilities`, which callers ask; no caller asks which engine it has,
+and an engine asked for what it cannot do raises (EngineError) rather than
+doing nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from flowrun.core.observed import Observed
+from flowrun.engine.spec import ContainerSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    # Docker's events say when a container dies, and how (exit code, OOM); on a
+    # swarm the swarm restarts and reschedules tasks itself, and says neither.
+    watches_events: bool
+    # A running container's files can be read (a Python sailor's state file); a
+    # swarm task's files are on its node, out of the manager's reach.
+    reads_files: bool
+    # The broker and the services join each flow's networks; on a swarm joining a
+    # running service to a network restarts it, so steps reach them on the broker's.
+    joins_networks: bool
+    # The broker is a RabbitMQ cluster, one node per swarm node.
+    broker_cluster: bool
+    # Images reach where containers run through a registry (FLOWRUN_REGISTRY).
+    needs_registry: bool
+
+
+class ContainerEngine(Protocol):
+    capabilities: Capabilities
+    registry: str | None
+
+    def preflight(self) -> None:
+        """Raise BadInput when a flow cannot be brought up here as things are set."""
+
+    # images
+    def image_exists(self, tag: str) -> bool: ...
+    def build(self, context: str, tag: str, buildargs: Mapping[str, str],
+              image_labels: Mapping[str, str], on_line: Any) -> None: ...
+    def remove_image(self, tag: str) -> None: ...
+
+    # containers
+    def observe(self, label_filter: Mapping[str, str | None]) -> list[Observed]: ...
+    def inspect(self, name_or_id: str) -> Observed: ...
+    def find(self, name: str) -> Observed | None: ...
+    def run(self, spec: ContainerSpec) -> str: ...
+    def replace(self, spec: ContainerSpec, grace: float) -> str: ...
+    def stop(self, name: str, grace: float) -> None: ...
+    def remove(self, name: str) -> None: ...
+    def restart(self, name: str, grace: float = 10) -> None: ...
+    def logs(self, name: str, *, follow: bool = False, tail: int | str = "all",
+             since: datetime | int | None = None,
+             timestamps: bool = False) -> Iterator[str]: ...
+    def read_file(self, name: str, path: str) -> bytes | None: ...
+    def ready_nodes(self) -> list[str]: ...
+
+    # networks
+    def network_name(self, name: str) -> str: ...
+    def ensure_network(self, name: str, network_labels: Mapping[str, str],
+                       internal: bool = False) -> None: ...
+    def connect(self, container: str, network: str, aliases: list[str]) -> None: ...
+    def remove_network(self, name: str) -> None: ...
+    def networks(self, flow: str | None = None) -> list[str]: ...
+
+    # records (volumes whose labels record what runs)
+    def put_record(self, name: str, record_labels: Mapping[str, str]) -> None: ...
+    def get_record(self, name: str) -> dict[str, str] | None: ...
+    def records(self, label: str) -> list[dict[str, str]]: ...
+    def remove_volume(self, name: str) -> None: ...
+
+    # events
+    def container_events(self) -> Any: ...
+    def last_exit(self, container_id: str,
+                  since: datetime | None) -> tuple[int, bool] | None: ...

@@ -1,0 +1,472 @@
+"""A flow's state in the platform services: what `up` handed over, what its steps
+left behind (snapshots, hook data, updated keys, error counts), its trace ring, and
+the chores that keep it (draining, recording, ticking)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, names, wire
+from ..contract.spec import AmqpAccess, FlowSpec, ServicesConfig, SpecError
+from ..contract.wire import admin_token, api_key
+
+DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", SERVICES_DATA_DIR))
+CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", SERVICES_CONFIG_FILE))
+DRAIN_EVERY = 1.0
+TRACE_RECORDS = 5000  # per flow, the latest
+TRACE_BODY_CHARS = 16_384  # a body longer than this (as JSON) is shown cut
+TRACE_RAW_BYTES = 64 * 1024  # a message larger than this is recorded without its body
+TRACE_BUDGET_BYTES = 48 * 1024 * 1024  # per flow, for the bodies kept
+
+
+def log(text: str) -> None:
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+    sys.stdout.flush()
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, default=str))
+    os.replace(tmp, path)
+
+
+def _read_spec(path: Path) -> FlowSpec | None:
+    """A flow handed over before this start (None: none, or one of another shape,
+    which the next `up` of that flow hands over again)."""
+    data = _read_json(path, None)
+    try:
+        return FlowSpec.from_json(data) if data is not None else None
+    except SpecError as e:
+        log(f"{path}: not read ({e}); the flow's next `up` hands it over again")
+        return None
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+class Flow:
+    """One flow's state: what `up` handed over, and what its steps left behind."""
+
+    def __init__(self, root: Path, name: str, secret: str) -> None:
+        self.name = name
+        self.dir = root / name
+        self.keys = wire.Keys.for_flow(secret, name)
+        self.spec: FlowSpec | None = _read_spec(self.dir / "flow.json")
+        self.snapshots: dict[str, Any] = _read_json(self.dir / "snapshots.json", {})
+        self.hooks: dict[str, Any] = _read_json(self.dir / "hooks.json", {})
+        self.accounts: dict[str, Any] = _read_json(self.dir / "accounts.json", {})
+        self.errors: dict[str, int] = _read_json(self.dir / "errors.json", {})
+        self.lock = threading.RLock()
+        self.connection: Any = None
+        self._channel: Any = None
+        self._tracing: Any = None  # the channel the trace consumer is on
+        self.trace: deque[dict[str, Any]] = deque()
+        self.trace_bytes = 0
+        self.trace_seq = 0
+        self.next_tick: dict[str, float] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.spec is not None and bool(self.spec.steps)
+
+    @property
+    def recording(self) -> bool:
+        return self.spec is not None and self.spec.trace_queue is not None
+
+    def handed_over(self, spec: FlowSpec | None) -> None:
+        """`up` handed the flow over anew (None: `down`): kept on the volume."""
+        self.spec = spec
+        if spec is None:
+            (self.dir / "flow.json").unlink(missing_ok=True)
+        else:
+            write_json(self.dir / "flow.json", spec.to_json())
+        self.next_tick.clear()
+
+    def save(self, what: str) -> None:
+        write_json(self.dir / f"{what}.json", getattr(self, what))
+
+    # ------------------------------------------------------------ broker side
+
+    def channel(self, amqp: AmqpAccess) -> Any:
+        """One connection and one channel per flow, kept: a step-info call during
+        warm-up costs a round trip, not a login."""
+        if self.connection is None or not self.connection.is_open:
+            self.connection = pika.BlockingConnection(pika.ConnectionParameters(
+                host=amqp.host, port=amqp.port, virtual_host=self._spec().vhost,
+                credentials=pika.PlainCredentials(amqp.user, amqp.password),
+                heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
+                stack_timeout=15, connection_attempts=1))
+            self._channel = None
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self.connection.channel()
+        return self._channel
+
+    def drop_connection(self) -> None:
+        try:
+            if self.connection is not None and self.connection.is_open:
+                self.connection.close()
+        except Exception:  # already broken
+            pass
+        self.connection = self._channel = self._tracing = None
+
+    def look_after(self, amqp: AmqpAccess, now: float) -> None:
+        """The flow's chores, each on its own: one that fails (a queue the flow does
+        not have yet, or that a broker restart took) stops none of the others, so the
+        trigger keeps ticking whatever happened to its trace."""
+        chores: list[tuple[str, Callable[[], None]]] = [
+            ("snapshots", lambda: self.drain_snapshots(amqp)),
+            ("errors", lambda: self.count_errors(amqp)),
+            ("trace", lambda: self.record_trace(amqp)),
+            ("ticks", lambda: self.tick(amqp, now))]
+        for what, chore in chores:
+            try:
+                chore()
+            except pika.exceptions.ChannelClosedByBroker as e:
+                # Only the channel closes; the connection stays. 404: a queue not
+                # declared yet (the flow is warming up).
+                if e.reply_code != 404:
+                    log(f"flow {self.name}: {what}: {e.reply_text}")
+            except (pika.exceptions.AMQPError, OSError) as e:
+                self.drop_connection()
+                if self.active:  # not a flow that `down` took away meanwhile
+                    log(f"flow {self.name}: broker unavailable ({type(e).__name__}); "
+                        "retrying")
+                return
+            except LookupError:  # `down` took the flow away while its chores ran
+                self.drop_connection()
+                return
+            except Exception:
+                self.drop_connection()
+                traceback.print_exc(file=sys.stdout)
+                return
+
+    def restore_trace(self, amqp: AmqpAccess) -> None:
+        """What a broker restart loses of a flow's trace, made again: RabbitMQ keeps
+        neither a vhost's firehose setting nor a non-durable queue across a restart
+        (the trace queue is not durable: its copies need no disk write)."""
+        queue, spec = self._spec().trace_queue, self._spec().trace
+        if queue is None or spec is None:
+            return
+        vhost = urllib.parse.quote(self._spec().vhost, safe="")
+        management = f"http://{amqp.host}:{amqp.management_port}"
+        token = base64.b64encode(f"{amqp.user}:{amqp.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{management}/api/vhosts/{vhost}", method="PUT",
+            data=json.dumps({"tracing": True}).encode(),
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+        ch = self.channel(amqp)
+        ch.queue_declare(queue, durable=False, arguments=spec.arguments)
+        ch.queue_bind(queue, spec.exchange, routing_key=spec.key)
+        log(f"flow {self.name}: trace recording restored")
+
+    def drain_snapshots(self, amqp: AmqpAccess) -> None:
+        """Every snapshot message waiting, folded into the per-step snapshots, saved,
+        then acked: a snapshot is never acked before it is on disk."""
+        if self.spec is None:
+            return
+        queue = self.spec.snapshot_queue
+
+        def fold(method: Any, props: Any, body: bytes) -> None:
+            found = names.of_key(self.name, method.routing_key)
+            step = found[0] if found is not None and found[1] == "snapshot" else None
+            try:
+                value = json.loads(body)
+            except ValueError:
+                return
+            if step is not None:
+                event = (props.headers or {}).get("snapshotEvent")
+                self.snapshots[step] = wire.merge_snapshot(self.snapshots.get(step), event,
+                                                           value)
+
+        self._drain(amqp, queue, fold, "snapshots")
+
+    def _drain(self, amqp: AmqpAccess, queue: str,
+               fold: Callable[[Any, Any, bytes], None], saved: str) -> None:
+        """Every message waiting on `queue`, folded into this flow's state, which is
+        saved before the messages are acked (nothing acked is ever lost)."""
+        with self.lock:
+            ch = self.channel(amqp)
+            last = None
+            while True:
+                method, props, body = ch.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                last = method.delivery_tag
+                fold(method, props, body)
+            if last is not None:
+                self.save(saved)
+                ch.basic_ack(last, multiple=True)
+
+    def record_trace(self, amqp: AmqpAccess) -> None:
+        """Take in what the flow's trace queue holds (a consumer on the flow's kept
+        channel, serviced here, so a burst of messages is not a burst of round trips)."""
+        queue = self.spec.trace_queue if self.spec is not None else None
+        if queue is None:
+            return
+        with self.lock:
+            ch = self.channel(amqp)
+            if self._tracing is not ch:
+                try:
+                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
+                except pika.exceptions.ChannelClosedByBroker as e:
+                    if e.reply_code != 404 or self._spec().trace is None:
+                        raise
+                    self.restore_trace(amqp)  # the broker restarted without it
+                    ch = self.channel(amqp)
+                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
+                self._tracing = ch
+            self.connection.process_data_events(time_limit=0)
+
+    def _on_trace(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        # A firehose copy: the publish's routing key and properties are in its headers.
+        firehose = props.headers or {}
+        keys = firehose.get("routing_keys") or [b""]
+        key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
+        step, kind = names.of_key(self.name, key) or ("?", "")
+        if kind not in ("message", "error", "rebound"):
+            return  # live announcements and snapshots are not messages of a thread
+        headers = (firehose.get("properties") or {}).get("headers") or {}
+        self.trace_seq += 1
+        # Kept as it came: decrypted only when a trace is asked for, so recording
+        # costs the services a dict per message, not a decryption. Bounded by count
+        # and by bytes, the oldest going first.
+        while self.trace and (len(self.trace) >= TRACE_RECORDS
+                              or self.trace_bytes > TRACE_BUDGET_BYTES):
+            self.trace_bytes -= len(self.trace.popleft()["raw"])
+        self.trace_bytes += min(len(body), TRACE_RAW_BYTES)
+        self.trace.append({
+            "seq": self.trace_seq, "at": wire.now_ms(), "step": step, "kind": kind,
+            "size": len(body), "raw": body[:TRACE_RAW_BYTES], "cut": len(body) > TRACE_RAW_BYTES,
+            "protocol": wire.protocol_of(headers), **{k: headers.get(k) for k in (
+                "messageId", "parentMessageId", "threadId", "start", "end",
+                "reboundIteration")}})
+
+    def _readable(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A recorded message as `flowrun trace` shows it: its body decrypted, cut."""
+        record = {k: v for k, v in stored.items() if k not in ("raw", "cut", "protocol")}
+        kind, body = stored["kind"], stored["raw"]
+        if stored["cut"]:
+            record["body"], record["truncated"] = "(a message too large to keep)", True
+            return record
+        try:
+            if kind == "error":
+                error = wire.decode_error(self.keys, body)
+                record["error"] = {k: error.get(k) for k in ("name", "message", "stack")}
+                value: Any = (error.get("input") or {}).get("body") if isinstance(
+                    error.get("input"), dict) else error.get("input")
+            else:
+                value = wire.decode_data(self.keys, body, {
+                    "protocolVersion": stored["protocol"]}).get("body")
+        except wire.WireError as e:
+            value, record["unreadable"] = None, str(e)
+        text = json.dumps(value, default=str)
+        if len(text) > TRACE_BODY_CHARS:
+            record["body"], record["truncated"] = text[:TRACE_BODY_CHARS], True
+        else:
+            record["body"] = value
+        return record
+
+    def dead_letters(self, amqp: AmqpAccess, limit: int = 500) -> list[dict[str, Any]]:
+        """The flow's dead letters as trace records, read without taking them: each
+        is got, then all are handed back to the dead-letter queue (nack, requeue)."""
+        if self.spec is None:
+            return []
+        queue = self.spec.dead_letter_queue
+        found: list[dict[str, Any]] = []
+        with self.lock:
+            ch = self.channel(amqp)
+            last = None
+            try:
+                for _ in range(limit):
+                    method, props, body = ch.basic_get(queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last = method.delivery_tag
+                    headers = props.headers or {}
+                    source = str(headers.get("x-first-death-queue") or "")
+                    step = names.step_of_queue(self.name, source) or "?"
+                    record: dict[str, Any] = {
+                        "seq": 0, "at": wire.now_ms(), "step": step, "kind": "dead",
+                        "reason": headers.get("x-first-death-reason"), "size": len(body),
+                        **{k: headers.get(k) for k in ("messageId", "parentMessageId",
+                                                       "threadId", "start", "end")}}
+                    try:
+                        record["body"] = wire.decode_data(self.keys, body, headers).get("body")
+                    except wire.WireError as e:
+                        record["unreadable"] = str(e)
+                    found.append(record)
+            finally:
+                if last is not None:
+                    ch.basic_nack(last, multiple=True, requeue=True)
+        return found
+
+    def threads(self, limit: int, thread: str | None,
+                extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` threads (or those whose id starts with `thread`), each
+        with its records in the order they were published (`extra`: dead letters,
+        shown in the threads they belong to)."""
+        by_thread: dict[str, list[dict[str, Any]]] = {}
+        known = {str(r.get("threadId")) for r in self.trace}
+        for record in [*self.trace, *(r for r in extra or []
+                                       if str(r.get("threadId")) in known)]:
+            tid = str(record.get("threadId") or record.get("messageId") or "?")
+            if thread and not tid.startswith(thread):
+                continue
+            by_thread.setdefault(tid, []).append(record)
+        latest = sorted(by_thread.items(), key=lambda kv: max(r["seq"] for r in kv[1]))[-limit:]
+        return [{"threadId": tid, "records": [self._readable(r) if "raw" in r else r
+                                              for r in records]} for tid, records in latest]
+
+    def count_errors(self, amqp: AmqpAccess) -> None:
+        """Errors per step (from a copy of the error queue): `flowrun status` shows
+        them for steps whose sailor keeps no counters of its own (Node.js)."""
+        if self.spec is None:
+            return
+        queue = self.spec.error_tally_queue
+
+        def count(method: Any, _props: Any, _body: bytes) -> None:
+            found = names.of_key(self.name, method.routing_key)
+            if found is not None and found[1] == "error":
+                self.errors[found[0]] = self.errors.get(found[0], 0) + 1
+
+        self._drain(amqp, queue, count, "errors")
+
+    def tick(self, amqp: AmqpAccess, now: float) -> None:
+        """One message per interval on each ticked trigger's input queue, as the
+        platform's scheduler does; none while the previous one is still unread (a
+        stopped trigger does not come back to a pile of ticks)."""
+        for step, entry in (self.spec.steps if self.spec is not None else {}).items():
+            interval, queue = entry.tick_interval, entry.input_queue
+            if not interval or not queue or now < self.next_tick.get(step, 0):
+                continue
+            self.next_tick[step] = now + float(interval)
+            with self.lock:
+                ch = self.channel(amqp)
+                waiting = ch.queue_declare(queue, passive=True).method.message_count
+                if waiting:
+                    continue
+                message_id = wire.new_id()
+                ch.basic_publish("", queue, self.keys.encrypt(wire.data_message(
+                    {}, id=message_id)), pika.BasicProperties(
+                    delivery_mode=2, content_type="application/json",
+                    message_id=message_id,
+                    headers={"messageId": message_id, "threadId": message_id,
+                             "protocolVersion": wire.PROTOCOL_VERSION,
+                             "taskId": self.name, "execId": self.name,
+                             "start": wire.now_ms()}))
+
+    # ------------------------------------------------------------ answers
+
+    def account_of(self, step: str) -> str | None:
+        return self.spec.account_of(step) if self.spec is not None else None
+
+    def base_credentials(self, account: str) -> dict[str, Any]:
+        for entry in (self.spec.steps if self.spec is not None else {}).values():
+            if entry.account == account:
+                return dict(entry.credentials or {})
+        return {}
+
+    def credentials(self, account: str) -> dict[str, Any]:
+        """The credential as the flow file gives it, with the keys a component updated
+        since (updateKeys), for as long as the flow file's credential is unchanged."""
+        base = self.base_credentials(account)
+        updated = self.accounts.get(account) or {}
+        if updated.get("base") == base:
+            return {**base, **(updated.get("keys") or {})}
+        return base
+
+    def step_info(self, step: str) -> dict[str, Any] | None:
+        entry = self.spec.steps.get(step) if self.spec is not None else None
+        if entry is None or self.spec is None:
+            return None
+        config = dict(entry.config)
+        if entry.account:
+            config.update(self.credentials(entry.account))
+            config["_account"] = entry.account
+        return {"id": step, "config": config, "snapshot": self.snapshots.get(step, {}),
+                "variables": self.spec.variables, "is_passthrough": entry.passthrough}
+
+    def _spec(self) -> FlowSpec:
+        """The spec of a flow being served (the chores run for active flows only)."""
+        if self.spec is None:
+            raise LookupError(f"flow {self.name} is not handed over")
+        return self.spec
+
+
+class Services:
+    def __init__(self, config: ServicesConfig, root: Path) -> None:
+        self.secret = config.secret
+        self.amqp = config.amqp
+        self.root = root
+        self.flows: dict[str, Flow] = {}
+        self.lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+        for path in sorted(root.iterdir()):
+            if path.is_dir():
+                self.flows[path.name] = Flow(root, path.name, self.secret)
+
+    def flow(self, name: str) -> Flow:
+        with self.lock:
+            if name not in self.flows:
+                self.flows[name] = Flow(self.root, name, self.secret)
+            return self.flows[name]
+
+    def who(self, header: str | None) -> tuple[str, str] | None:
+        """(flow, step) of a step's Basic credentials, or None."""
+        if not header or not header.startswith("Basic "):
+            return None
+        try:
+            user, _, key = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        flow, _, step = user.partition(".")
+        if not flow or not step:
+            return None
+        if not hmac.compare_digest(key.encode(), api_key(self.secret, flow, step).encode()):
+            return None
+        return flow, step
+
+    def is_admin(self, header: str | None) -> bool:
+        expected = f"Bearer {admin_token(self.secret)}"
+        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+    def background(self) -> None:
+        """Drains snapshots and publishes ticks, forever; a broker that is away is
+        waited for (flows resume when it is back)."""
+        while True:
+            now = time.monotonic()
+            for flow in list(self.flows.values()):
+                if flow.active:
+                    flow.look_after(self.amqp, now)
+            tracing = any(f.active and f.recording for f in self.flows.values())
+            time.sleep(min(0.2 if tracing else DRAIN_EVERY,
+                           _next_tick_in(self.flows.values(), time.monotonic())))
+
+
+def _next_tick_in(flows: Any, now: float) -> float:
+    upcoming = [t for f in flows for t in f.next_tick.values()]
+    return max(0.05, min(upcoming) - now) if upcoming else DRAIN_EVERY
+

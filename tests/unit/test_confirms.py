@@ -1,0 +1,96 @@
+"""Publishing with confirms (flowrun/contract/confirms.py): its logic against a fake
+channel, and the private corner of pika it stands on, checked against the pika
+installed here so that a pika that changes it fails here, not in a running flow."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pika.adapters.blocking_connection as blocking
+import pika.channel
+import pika.spec
+import pytest
+
+from flowrun.contract.confirms import Confirms
+
+
+def test_pikas_blocking_channel_still_wraps_an_async_channel() -> None:
+    assert "self._impl = channel_impl" in inspect.getsource(blocking.BlockingChannel.__init__)
+    confirm = inspect.signature(pika.channel.Channel.confirm_delivery)
+    assert list(confirm.parameters)[:3] == ["self", "ack_nack_callback", "callback"]
+    publish = inspect.signature(pika.channel.Channel.basic_publish)
+    assert "mandatory" in publish.parameters
+    assert callable(pika.channel.Channel.add_on_return_callback)
+    assert pika.spec.Basic.Nack.NAME == "Basic.Nack"
+
+
+class _Frame:
+    def __init__(self, method: Any) -> None:
+        self.method = method
+
+
+class _Impl:
+    """pika's async channel, as much of it as Confirms uses."""
+
+    def __init__(self) -> None:
+        self.on_confirm: Callable[[Any], None] | None = None
+        self.on_return: Callable[..., None] | None = None
+        self.published: list[tuple[str, str, bytes, bool]] = []
+
+    def add_on_return_callback(self, callback: Callable[..., None]) -> None:
+        self.on_return = callback
+
+    def confirm_delivery(self, ack_nack: Callable[[Any], None], callback: Any) -> None:
+        self.on_confirm = ack_nack
+        callback(None)
+
+    def basic_publish(self, exchange: str, key: str, body: bytes, properties: Any,
+                      mandatory: bool = False) -> None:
+        self.published.append((exchange, key, body, mandatory))
+
+
+class _Connection:
+    def __init__(self, broker: Callable[[], None] = lambda: None) -> None:
+        self.broker = broker  # what the broker answers while events are processed
+        self.woken = 0
+
+    def add_callback_threadsafe(self, callback: Callable[[], None]) -> None:
+        self.woken += 1
+
+    def process_data_events(self, time_limit: float = 0) -> None:
+        self.broker()
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self._impl = _Impl()
+
+
+def test_a_batch_is_confirmed_at_once_and_what_came_back_is_handed_back() -> None:
+    channel = _Channel()
+    impl = channel._impl
+
+    def broker() -> None:
+        assert impl.on_return is not None and impl.on_confirm is not None
+        returned = pika.spec.Basic.Return(exchange="x", routing_key="nowhere")
+        impl.on_return(None, returned, None, b"b")  # returned before its ack
+        impl.on_confirm(_Frame(pika.spec.Basic.Nack(delivery_tag=3)))
+        impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=2, multiple=True)))
+
+    confirms = Confirms(_Connection(broker), channel)
+    for n in range(3):
+        confirms.publish("x", f"k{n}", b"m", None)
+    assert all(mandatory for *_rest, mandatory in impl.published)
+    failed = confirms.wait(timeout=1)
+    assert [key for _x, key, _b, _p in failed] == ["nowhere", "k2"]
+    assert confirms.unconfirmed == {}
+
+
+def test_a_confirm_that_never_comes_times_out() -> None:
+    confirms = Confirms(_Connection(), _Channel())
+    confirms.publish("x", "k", b"m", None)
+    with pytest.raises(TimeoutError):
+        confirms.wait(timeout=0.05)
+    assert len(confirms.unsent()) == 1

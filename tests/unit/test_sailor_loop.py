@@ -1,0 +1,126 @@
+"""The sailor's main loop against a fake channel: a batch of deliveries is processed,
+its outputs published with their lineage, and acked (once, for the whole batch)
+only after every output is confirmed; an output that comes back is sent again
+first; a message of another encoding is dead-lettered, not retried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+from flowrun.contract import wire
+from flowrun.sailor import runtime
+
+KEYS = wire.Keys("password", "0123456789abcdef")
+
+
+class FakeConfirms:
+    def __init__(self, come_back_first: int = 0) -> None:
+        self.published: list[tuple[str, str, bytes, Any]] = []
+        self.come_back = come_back_first
+        self.waits = 0
+
+    def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
+        self.published.append((exchange, key, body, properties))
+
+    def wait(self, timeout: float | None = None) -> list[Any]:
+        self.waits += 1
+        if self.come_back:
+            self.come_back -= 1
+            return [self.published[-1]]
+        return []
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, bool]] = []
+        self.nacks: list[tuple[int, bool, bool]] = []
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.acks.append((tag, multiple))
+
+    def basic_nack(self, tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        self.nacks.append((tag, multiple, requeue))
+
+
+@pytest.fixture
+def sailor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runtime.Sailor:
+    step_file = tmp_path / "step.json"
+    step_file.write_text(json.dumps({"cfg": {"add": 1}, "message_password": KEYS.password,
+                                     "message_iv": KEYS.iv}))
+    for key, value in {"ELASTICIO_FLOW_ID": "f", "ELASTICIO_STEP_ID": "a",
+                       "ELASTICIO_FUNCTION": "go", "ELASTICIO_PUBLISH_MESSAGES_TO": "f.a",
+                       "ELASTICIO_LISTEN_MESSAGES_ON": "f:a:messages",
+                       "ELASTICIO_DATA_ROUTING_KEY": "f.a.message",
+                       "ELASTICIO_ERROR_ROUTING_KEY": "f.a.error",
+                       "ELASTICIO_SNAPSHOT_ROUTING_KEY": "f.a.snapshot",
+                       "ELASTICIO_REBOUND_ROUTING_KEY": "f.a.rebound",
+                       "FLOWRUN_STEP_FILE": str(step_file)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(runtime, "STATE_FILE", str(tmp_path / "state.json"))
+    s = runtime.Sailor()
+    module = ModuleType("component")
+    module.process = lambda msg, cfg: {"n": msg["body"]["n"] + cfg["add"]}  # type: ignore
+    s.module = module
+    s.channel = FakeChannel()
+    s.connection = SimpleNamespace(sleep=lambda seconds: None)
+    s.confirms = FakeConfirms()  # type: ignore[assignment]
+    return s
+
+
+def _delivery(tag: int, n: int, keys: wire.Keys = KEYS) -> tuple[Any, Any, bytes]:
+    message_id = f"m{tag}"
+    headers = {"messageId": message_id, "threadId": "t1", "protocolVersion": 1}
+    body = keys.encrypt(wire.data_message({"n": n}, id=message_id))
+    return SimpleNamespace(delivery_tag=tag), SimpleNamespace(headers=headers), body
+
+
+def test_a_batch_is_acked_once_after_its_outputs_are_confirmed(
+        sailor: runtime.Sailor) -> None:
+    sailor._deliveries = [_delivery(1, 1), _delivery(2, 41)]
+    assert sailor.process_batch()
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    outputs = [(key, wire.decode_data(KEYS, body, props.headers)["body"],
+                props.headers["parentMessageId"], props.headers["threadId"])
+               for _x, key, body, props in confirms.published]
+    assert outputs == [("f.a.message", {"n": 2}, "m1", "t1"),
+                       ("f.a.message", {"n": 42}, "m2", "t1")]
+    assert sailor.channel.acks == [(2, True)] and confirms.waits == 1
+    assert sailor.counters["processed"] == 2
+
+
+def test_an_output_that_came_back_is_sent_again_before_the_ack(
+        sailor: runtime.Sailor) -> None:
+    sailor.confirms = FakeConfirms(come_back_first=1)  # type: ignore[assignment]
+    sailor._deliveries = [_delivery(7, 1)]
+    sailor.process_batch()
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    assert len(confirms.published) == 2 and confirms.waits == 2
+    assert sailor.channel.acks == [(7, True)] and sailor.counters["unroutable"] == 1
+
+
+def test_a_message_of_another_encoding_is_dead_lettered(sailor: runtime.Sailor) -> None:
+    sailor._deliveries = [_delivery(3, 1, wire.Keys("other", "fedcba9876543210")),
+                          _delivery(4, 1)]
+    sailor.process_batch()
+    assert sailor.channel.nacks == [(3, False, False)]
+    assert sailor.channel.acks == [(4, True)] and sailor.counters["errors"] == 1
+
+
+def test_a_raising_function_is_an_error_event_and_the_input_is_acked(
+        sailor: runtime.Sailor) -> None:
+    def boom(msg: Any) -> None:
+        raise ValueError("thirteen")
+
+    sailor.module.process = boom  # type: ignore[attr-defined]
+    sailor._deliveries = [_delivery(5, 1)]
+    sailor.process_batch()
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    [(_x, key, body, _props)] = confirms.published
+    error = wire.decode_error(KEYS, body)
+    assert key == "f.a.error" and error["message"] == "thirteen"
+    assert sailor.channel.acks == [(5, True)]
