@@ -40,7 +40,7 @@ def swarm_engine(swarm: Cluster) -> Iterator[Any]:
         engine = connect_engine(swarm.registry)
     finally:
         del os.environ["DOCKER_HOST"]
-    assert engine.swarm, "the manager did not answer as a swarm manager"
+    assert engine.capabilities.broker_cluster, "the manager did not answer as a swarm manager"
     assert isinstance(engine.client, docker.DockerClient)
     yield engine
     engine.client.close()
