@@ -16,6 +16,7 @@ from flowrun.core.reconcile import Action, ActionType
 
 
 class PrepareType(StrEnum):
+    NEED = "need"  # something `up` cannot make itself: it stops and says so
     BUILD = "build"
     MAKE = "make"
     START = "start"
@@ -42,10 +43,15 @@ class Preparation:
 
 
 def prepare(plan: Plan, actions: Sequence[Action], platform: Platform,
-            services_image: str) -> list[Preparation]:
-    """In the order `up` does them: images, the broker and the services, networks."""
+            services_image: str, base_images: Sequence[str] = ()) -> list[Preparation]:
+    """In the order `up` does them: images, the broker and the services, networks.
+    `base_images`: those the images to build start from (made by `make images`)."""
     started = {a.step for a in actions if a.type in (ActionType.CREATE, ActionType.RECREATE)}
     out: list[Preparation] = []
+    for base in base_images:
+        if base not in platform.images:
+            out.append(Preparation(PrepareType.NEED, f"base image {base}",
+                                   "missing: `make images` builds it"))
     for image in dict.fromkeys(s.image for s in plan.steps if s.id in started):
         if image not in platform.images:
             out.append(Preparation(PrepareType.BUILD, image, "not built yet"))

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flowrun.contract import names
 from flowrun.core import labels
 from flowrun.core.component import Component, Runtime
+from flowrun.core.plan import Plan
+from flowrun.core.reconcile import Action, ActionType
 from flowrun.core.revision import (
     component_files,
     sailor_pins,
@@ -171,6 +173,13 @@ def assemble_node_context(component: Component, target: Path) -> None:
         _link_or_copy(path, target / "component" / path.relative_to(component.path))
     shutil.copytree(modules, target / "component" / "node_modules", symlinks=True,
                     copy_function=lambda s, d: _link_or_copy(Path(s), Path(d)))
+
+
+def base_images_for(plan: Plan, actions: Sequence[Action]) -> tuple[str, ...]:
+    """The base images the images to build start from (the services' on Python)."""
+    started = {a.step for a in actions if a.type in (ActionType.CREATE, ActionType.RECREATE)}
+    node = any(s.runtime is Runtime.NODE for s in plan.steps if s.id in started)
+    return (base_image(), *((node_base_image(),) if node else ()))
 
 
 def services_image() -> str:

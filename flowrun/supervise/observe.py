@@ -10,8 +10,9 @@ from flowrun.core.prepare import Platform
 from flowrun.engine.protocol import ContainerEngine
 
 
-def observe_platform(engine: ContainerEngine, plan: Plan, services_image: str) -> Platform:
-    images = {s.image for s in plan.steps} | {services_image}
+def observe_platform(engine: ContainerEngine, plan: Plan, services_image: str,
+                     base_images: tuple[str, ...] = ()) -> Platform:
+    images = {s.image for s in plan.steps} | {services_image, *base_images}
     existing = set(engine.networks(plan.flow))
     services = engine.find(names.SERVICES_CONTAINER)
     return Platform(

@@ -158,12 +158,14 @@ class Supervisor:
     def dry_run(self, plan: Plan, recreate: bool = False) -> str:
         """What `up` would do, and why: images, the broker and the services, networks,
         then each step's container; nothing is changed."""
-        from flowrun.engine.images import services_image
+        from flowrun.engine.images import base_images_for, services_image
         from flowrun.supervise.observe import observe_platform
 
         actions = self.actions_for(plan, recreate)
         image = services_image()
-        preparations = prepare(plan, actions, observe_platform(self.engine, plan, image), image)
+        bases = base_images_for(plan, actions)
+        preparations = prepare(plan, actions, observe_platform(self.engine, plan, image, bases),
+                               image, bases)
         if not preparations:
             return actions_text(actions)
         return "\n".join([*(p.line() for p in preparations), *(a.line() for a in actions)])

@@ -63,6 +63,8 @@ def test_preparations_say_what_up_would_make_and_why() -> None:
                           networks=frozenset({"flowrun.orders", "flowrun.orders.internal"}),
                           broker_running=True, services_image="svc:1")
     assert prepare(PLAN, reconcile(PLAN, []), everything, "svc:1") == []
+    assert [p.line() for p in prepare(PLAN, [], everything, "svc:1", ("py:base",))] == [
+        "need      base image py:base           missing: `make images` builds it"]
     older = Platform(everything.images, everything.networks, True, "svc:0")
     assert [p.line() for p in prepare(PLAN, [], older, "svc:1")] == [
         "start     services flowrun-services    runs an older image"]
