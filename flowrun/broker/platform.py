@@ -12,9 +12,7 @@ networks, where steps reach it as `platform`.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,5 +177,3 @@ def forget_services(engine: ContainerEngine) -> None:
         engine.stop(names.SERVICES_CONTAINER, 5)
         engine.remove(names.SERVICES_CONTAINER)
     engine.remove_volume(names.SERVICES_DATA_VOLUME)
-
-

@@ -18,9 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
