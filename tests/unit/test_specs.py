@@ -4,6 +4,7 @@ what `up` starts is what these say, held as golden text."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 from flowrun.broker.server import Broker
 from flowrun.core.prepare import Platform, prepare
@@ -12,7 +13,6 @@ from flowrun.engine.spec import ContainerSpec
 from flowrun.supervise.specs import record_labels, step_spec
 from tests.conftest import ROOT, plan_of
 
-# After a deliberate change, the golden files are what these tests print on failure.
 GOLDEN = ROOT / "tests" / "golden"
 PLAN = plan_of(ROOT / "sample_flows" / "orders.yaml", revision="rev1")
 BROKER = Broker(amqp_port=5672, http_port=15672, admin_pass="golden-secret")
@@ -41,6 +41,8 @@ def test_step_specs_are_golden() -> None:
     record = "\n".join(f"record {k}={v.replace(str(ROOT), '<root>')}"
                        for k, v in sorted(record_labels(PLAN).items()))
     got = text + "\n" + record + "\n"
+    if os.environ.get("FLOWRUN_UPDATE_GOLDEN"):  # then review the diff and commit it
+        (GOLDEN / "orders.specs.txt").write_text(got)
     assert got == (GOLDEN / "orders.specs.txt").read_text()
 
 
@@ -58,6 +60,8 @@ def test_preparations_say_what_up_would_make_and_why() -> None:
     nothing = Platform(images=frozenset(), networks=frozenset(), broker_running=False,
                        services_image=None)
     lines = [p.line() for p in prepare(PLAN, reconcile(PLAN, []), nothing, "svc:1")]
+    if os.environ.get("FLOWRUN_UPDATE_GOLDEN"):
+        (GOLDEN / "orders.prepare.txt").write_text("\n".join(lines) + "\n")
     assert lines == (GOLDEN / "orders.prepare.txt").read_text().splitlines()
     everything = Platform(images=frozenset({*(s.image for s in PLAN.steps), "svc:1"}),
                           networks=frozenset({"flowrun.orders", "flowrun.orders.internal"}),
