@@ -1,6 +1,7 @@
 """The one HTTP client of the host: JSON over HTTP to the broker's management API
 and to the platform services, on the standard library (both are on loopback; a
-call is a few milliseconds, and `validate` or `plan` must not load a library for it).
+call is a few milliseconds, and `validate` or `plan` must not load a library for
+it). The request itself is contract/http.py's, which the services send too.
 
 Every failure is flowrun's own error: `ServiceError` with the HTTP status and the
 start of the answer, or `Unreachable` for a refused connection, a timeout or an
@@ -10,12 +11,11 @@ an answer (`missing_ok`).
 
 from __future__ import annotations
 
-import json
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from flowrun.contract.http import request_json
 from flowrun.errors import ServiceError, Unreachable
 
 
@@ -28,25 +28,20 @@ class JsonClient:
 
     def call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
              missing_ok: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base_url}/{path.lstrip('/')}", data=data, method=method,
-            headers={"Authorization": self.authorization, "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                raw = response.read()
+            return request_json(f"{self.base_url}/{path.lstrip('/')}", method, body,
+                                authorization=self.authorization,
+                                timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             if e.code == 404 and missing_ok:
                 return None
             text = e.read()[:200].decode("utf-8", "replace").strip()
             raise ServiceError(f"{self.what} answered {method} {path} with HTTP {e.code}: "
                                f"{text}", status=e.code) from None
-        except (OSError, ValueError) as e:  # URLError, refused, timed out, not HTTP
+        except OSError as e:  # URLError, refused, timed out
             reason = getattr(e, "reason", None) or e
             raise Unreachable(f"{self.what} did not answer {method} {path}: {reason}") from None
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
+        except ValueError:  # not HTTP, or not JSON
             raise Unreachable(f"{self.what} answered {method} {path} with something "
                               "that is not JSON") from None
 

@@ -28,6 +28,7 @@ import pika.exceptions
 
 from flowrun.broker.http import JsonClient
 from flowrun.contract import BROKER_MANAGEMENT_PORT, names
+from flowrun.contract.http import basic
 from flowrun.core import labels
 from flowrun.engine.protocol import ContainerEngine
 from flowrun.engine.spec import ContainerSpec
@@ -123,9 +124,8 @@ class Broker:
 
     @property
     def management(self) -> JsonClient:
-        token = base64.b64encode(f"{ADMIN_USER}:{self.admin_pass}".encode()).decode()
-        return JsonClient(f"http://{self.host}:{self.http_port}/api", f"Basic {token}",
-                          "the broker's management API")
+        return JsonClient(f"http://{self.host}:{self.http_port}/api",
+                          basic(ADMIN_USER, self.admin_pass), "the broker's management API")
 
     def running_nodes(self) -> int:
         """RabbitMQ nodes of its cluster that run (1 for a lone broker)."""

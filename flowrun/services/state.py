@@ -13,7 +13,6 @@ import threading
 import time
 import traceback
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import pika
 import pika.exceptions
 
 from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, names, wire
+from ..contract.http import basic, request_json
 from ..contract.spec import AmqpAccess, FlowSpec, ServicesConfig, SpecError
 from ..contract.wire import admin_token, api_key
 
@@ -169,14 +169,9 @@ class Flow:
         if queue is None or spec is None:
             return
         vhost = urllib.parse.quote(self._spec().vhost, safe="")
-        management = f"http://{amqp.host}:{amqp.management_port}"
-        token = base64.b64encode(f"{amqp.user}:{amqp.password}".encode()).decode()
-        request = urllib.request.Request(
-            f"{management}/api/vhosts/{vhost}", method="PUT",
-            data=json.dumps({"tracing": True}).encode(),
-            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5):
-            pass
+        request_json(f"http://{amqp.host}:{amqp.management_port}/api/vhosts/{vhost}", "PUT",
+                     {"tracing": True}, authorization=basic(amqp.user, amqp.password),
+                     timeout=5)
         ch = self.channel(amqp)
         ch.queue_declare(queue, durable=False, arguments=spec.arguments)
         ch.queue_bind(queue, spec.exchange, routing_key=spec.key)
