@@ -52,6 +52,16 @@ def services_dockerfile_path() -> Path:
     return RESOURCES / "Dockerfile.services"
 
 
+DEFAULT_GATEWAY_PORT = 9080
+
+
+def gateway_port() -> int:
+    """The host's loopback port for flows called over HTTP (`/hook/<flow>`);
+    FLOWRUN_GATEWAY_PORT chooses another (0: any free port)."""
+    value = os.environ.get("FLOWRUN_GATEWAY_PORT", "")
+    return int(value) if value.isdigit() and int(value) < 65536 else DEFAULT_GATEWAY_PORT
+
+
 def cache_dir() -> Path:
     root = os.environ.get("FLOWRUN_CACHE") or os.environ.get("XDG_CACHE_HOME")
     return Path(root) / "flowrun" if root else Path.home() / ".cache" / "flowrun"

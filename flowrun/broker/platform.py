@@ -25,22 +25,32 @@ from flowrun.broker.server import (
 )
 from flowrun.contract import (
     BROKER_MANAGEMENT_PORT,
+    GATEWAY_PORT,
     SERVICES_CONFIG_FILE,
     SERVICES_DATA_DIR,
     SERVICES_PORT,
     names,
     wire,
 )
-from flowrun.contract.spec import AmqpAccess, FlowSpec, ServicesConfig, StepEntry, TraceSpec
+from flowrun.contract.spec import (
+    AmqpAccess,
+    FlowSpec,
+    ServicesConfig,
+    StepEntry,
+    TraceSpec,
+    WebhookSpec,
+)
 from flowrun.contract.wire import admin_token, api_key
 from flowrun.core import labels
 from flowrun.core.plan import Plan
 from flowrun.engine.protocol import ContainerEngine
 from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import FlowFailed
+from flowrun.settings import gateway_port
 from flowrun.waiting import wait_for
 
 IMAGE_LABEL = f"{labels.PREFIX}.services-image"
+GATEWAY_LABEL = f"{labels.PREFIX}.gateway-port"  # the port asked for (0: any)
 
 
 def api_uri() -> str:
@@ -62,6 +72,12 @@ class Services:
     port: int
     token: str
     host: str = "127.0.0.1"
+    gateway_port: int | None = None  # where flows are called over HTTP, on loopback
+
+    def webhook_url(self, flow: str) -> str | None:
+        if self.gateway_port is None:
+            return None
+        return f"http://{self.host}:{self.gateway_port}/hook/{urllib.parse.quote(flow)}"
 
     @property
     def client(self) -> JsonClient:
@@ -104,7 +120,17 @@ def flow_spec(plan: Plan) -> FlowSpec:
             credentials=dict(s.credentials) if s.credentials is not None else None,
             account=names.account_id(plan.flow, s.id) if s.credentials is not None else None,
             tick_interval=s.interval if ticked else None,
-            input_queue=s.routes.input_queue if ticked else None)
+            input_queue=s.routes.input_queue if ticked else None,
+            passthrough=plan.passthrough)
+    webhook = None
+    trigger = plan.steps[0]
+    if plan.webhook and trigger.routes.input_queue is not None:
+        webhook = WebhookSpec(
+            trigger=trigger.id, input_queue=trigger.routes.input_queue,
+            input_queues=[s.routes.input_queue for s in plan.steps
+                          if s.routes.input_queue is not None],
+            reply_queue=names.reply_queue(plan.flow) if plan.replies else None,
+            reply_timeout=plan.reply_timeout)
     return FlowSpec(
         vhost=names.vhost(plan.flow), snapshot_queue=plan.snapshot_queue,
         error_tally_queue=names.error_tally_queue(plan.flow),
@@ -114,7 +140,8 @@ def flow_spec(plan: Plan) -> FlowSpec:
         # How the trace queue is made, for the services to make it again after a
         # broker restart (which loses it, and the vhost's firehose with it).
         trace=TraceSpec(arguments=trace_queue_arguments(), exchange=names.FIREHOSE_EXCHANGE,
-                        key=names.firehose_key(plan.flow)) if plan.trace else None)
+                        key=names.firehose_key(plan.flow)) if plan.trace else None,
+        webhook=webhook)
 
 
 def _from_container(engine: ContainerEngine, secret: str) -> Services | None:
@@ -122,7 +149,8 @@ def _from_container(engine: ContainerEngine, secret: str) -> Services | None:
     if observed is None or not observed.running:
         return None
     port = observed.ports.get(f"{SERVICES_PORT}/tcp")
-    return Services(port=port, token=admin_token(secret), host=observed.host) if port else None
+    return Services(port=port, token=admin_token(secret), host=observed.host,
+                    gateway_port=observed.ports.get(f"{GATEWAY_PORT}/tcp")) if port else None
 
 
 def find_services(engine: ContainerEngine, broker: Broker) -> Services | None:
@@ -134,8 +162,10 @@ def ensure_services(engine: ContainerEngine, broker: Broker, image: str,
     """The host's platform services, started (or started anew on a new image) when
     needed; returns (services, started_now)."""
     observed = engine.find(names.SERVICES_CONTAINER)
+    gateway = gateway_port()
     if observed is not None and (not observed.running
-                                 or observed.labels.get(IMAGE_LABEL) != image):
+                                 or observed.labels.get(IMAGE_LABEL) != image
+                                 or observed.labels.get(GATEWAY_LABEL) != str(gateway)):
         engine.stop(names.SERVICES_CONTAINER, 5)
         engine.remove(names.SERVICES_CONTAINER)
         observed = None
@@ -150,12 +180,14 @@ def ensure_services(engine: ContainerEngine, broker: Broker, image: str,
         engine.run(ContainerSpec(
             name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,
             env={"PYTHONUNBUFFERED": "1"},
-            labels={labels.ROLE: labels.ROLE_SERVICES, IMAGE_LABEL: image},
+            labels={labels.ROLE: labels.ROLE_SERVICES, IMAGE_LABEL: image,
+                    GATEWAY_LABEL: str(gateway)},
             command=["python3", "-m", "flowrun.services"],
             # Root inside its own container: it owns the volume its state lives on.
             user="0:0",
             network=names.BROKER_NETWORK, aliases=(names.SERVICES_ALIAS,), memory="256m",
-            ports={f"{SERVICES_PORT}/tcp": ("127.0.0.1", None)},
+            ports={f"{SERVICES_PORT}/tcp": ("127.0.0.1", None),
+                   f"{GATEWAY_PORT}/tcp": ("127.0.0.1", gateway or None)},
             volumes={names.SERVICES_DATA_VOLUME: SERVICES_DATA_DIR},
             files={SERVICES_CONFIG_FILE: (config, 0o400)},
             pids_limit=256,

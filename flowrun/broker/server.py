@@ -53,6 +53,15 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OUTPUT_KEEP = 1000  # the last step's latest outputs kept in `<flow>:output`
 TRACE_KEEP = 20_000  # copies waiting for the platform services to record them
 LIVE_TTL_MS = 60_000
+# Answers to HTTP requests: kept no longer than the longest a request may wait
+# (flowfile.MAX_REPLY_TIMEOUT), and at most this many waiting at once.
+REPLY_TTL_MS = 3_600_000
+REPLY_KEEP = 10_000
+
+
+def reply_queue_arguments() -> dict[str, object]:
+    return {"x-message-ttl": REPLY_TTL_MS, "x-max-length": REPLY_KEEP,
+            "x-overflow": "drop-head"}
 
 
 def trace_queue_arguments() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from flowrun.broker.server import (
     OUTPUT_KEEP,
     REBOUND_DELAY_MS,
     Broker,
+    reply_queue_arguments,
     trace_queue_arguments,
 )
 from flowrun.contract import names
@@ -58,6 +59,15 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
                           routing_key=names.firehose_key(flow))
         else:
             ch.queue_delete(names.trace_queue(flow))
+        if plan.replies:
+            # Answers to HTTP requests, from any step (a reply step's answer, any
+            # step's error): not durable, a waiting request does not outlive a restart.
+            ch.queue_declare(names.reply_queue(flow), durable=False,
+                             arguments=reply_queue_arguments())
+            for step in plan.steps:
+                bind(names.reply_queue(flow), step.routes.exchange, names.reply_binding(flow))
+        else:
+            ch.queue_delete(names.reply_queue(flow))
         # The last step's outputs have no next step: they are kept, bounded, here.
         ch.queue_declare(names.output_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head"})

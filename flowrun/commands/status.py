@@ -69,6 +69,7 @@ class FlowStatus:
     steps: list[StepStatus]
     errors_queued: int | None
     dead_letters: int | None
+    webhook: str | None = None  # where the flow is called over HTTP
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -300,10 +301,14 @@ def flow_status(engine: ContainerEngine, flow: str,
         ))
     errors_q = queues.get(names.error_queue(flow), {})
     dead_q = queues.get(names.dead_letter_queue(flow), {})
+    webhook = None
+    if raw_record.get(labels.WEBHOOK) == "1" and broker is not None:
+        services = find_services(engine, broker)
+        webhook = services.webhook_url(flow) if services is not None else None
     return FlowStatus(
         flow=flow, source=source, steps=steps,
         errors_queued=errors_q.get("messages") if errors_q else None,
-        dead_letters=dead_q.get("messages") if dead_q else None,
+        dead_letters=dead_q.get("messages") if dead_q else None, webhook=webhook,
     )
 
 

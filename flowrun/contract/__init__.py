@@ -34,5 +34,10 @@ STEP_ENV_FILE = "/etc/flowrun/step.env"
 SERVICES_PORT = 9090
 SERVICES_DATA_DIR = "/var/lib/flowrun-services"
 SERVICES_CONFIG_FILE = "/etc/flowrun-services/services.json"
+# The platform services' HTTP gateway for flows called over HTTP (`/hook/<flow>`):
+# its port inside the services' container (the host publishes it on loopback), and
+# the most a request may bring.
+GATEWAY_PORT = 9091
+GATEWAY_MAX_BODY = 10 * 1024 * 1024
 # The broker's management API, which the services use to restore a flow's firehose.
 BROKER_MANAGEMENT_PORT = 15672

@@ -224,8 +224,41 @@ def step_of_queue(flow: str, queue: str) -> str | None:
 
 
 def step_key_pattern(flow: str, step: str) -> str:
-    """A regular expression for every routing key a step may publish with."""
-    return rf"^{re.escape(flow)}\.{re.escape(step)}\.[a-z]+$"
+    """A regular expression for every routing key a step may publish with: its own
+    keys, and the reply keys of its own flow (any step may answer a request; none may
+    answer another flow's)."""
+    return (rf"^{re.escape(flow)}\.{re.escape(step)}\.[a-z]+$"
+            rf"|^{re.escape(flow)}:reply\.[0-9a-f]{{32}}$")
+
+
+# ------------------------------------------------------------------ HTTP requests
+#
+# A flow called over HTTP (`/hook/<flow>`): the gateway in the platform services puts
+# each request into the trigger's input with a `reply_to` header naming a reply key of
+# the flow, and waits on the flow's reply queue for a message with that routing key.
+# A reply key has ':' after the flow's name, which no key of a step has: it can never
+# be a step's data, error or other key, whatever the step is called.
+
+def reply_key(flow: str, request_id: str) -> str:
+    """The routing key one request's answer is published with (its `reply_to`)."""
+    return f"{flow}:reply.{request_id}"
+
+
+def reply_binding(flow: str) -> str:
+    """Binds every step exchange of the flow to its reply queue: any reply key."""
+    return f"{flow}:reply.*"
+
+
+def is_reply_key(flow: str, key: str) -> bool:
+    """A reply key of this flow, as the gateway makes them (a step checks a `reply_to`
+    it was handed before it publishes with it)."""
+    return re.fullmatch(rf"{re.escape(flow)}:reply\.[0-9a-f]{{32}}", key) is not None
+
+
+def reply_queue(flow: str) -> str:
+    """Where every answer of the flow arrives, for the gateway to hand to its waiting
+    request; short-lived messages (an answer nobody waits for any more is dropped)."""
+    return f"{flow}:replies"
 
 
 def step_read_pattern(flow: str, step: str) -> str:
@@ -236,7 +269,8 @@ def step_read_pattern(flow: str, step: str) -> str:
 def is_declared_queue(flow: str, queue: str) -> bool:
     """A queue flowrun declares for the flow (a person's or a test's tap is not)."""
     if queue in (error_queue(flow), output_queue(flow), live_queue(flow),
-                 snapshot_queue(flow), error_tally_queue(flow), trace_queue(flow)):
+                 snapshot_queue(flow), error_tally_queue(flow), trace_queue(flow),
+                 reply_queue(flow)):
         return True
     head, _, kind = queue.rpartition(":")
     return head.startswith(f"{flow}:") and kind in ("messages", "snapshot", "rebound")

@@ -50,6 +50,33 @@ class TraceSpec:
 
 
 @dataclass(frozen=True)
+class WebhookSpec:
+    """A flow called over HTTP: where the gateway puts a request, whether (and how
+    long) it waits for an answer, and which queues must be consumed for the flow to
+    take requests at all."""
+
+    trigger: str  # the first step's id
+    input_queue: str  # its input: the gateway publishes each request here
+    input_queues: list[str]  # every real step's input: all consumed = the flow is live
+    reply_queue: str | None = None  # None: no step replies; a request is answered at once
+    reply_timeout: float = 30.0
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> WebhookSpec:
+        queues = _field(data, "input_queues", list, where)
+        if not all(isinstance(q, str) for q in queues):
+            raise SpecError(f"{where}.input_queues: expected a list of str")
+        timeout = float(_field(data, "reply_timeout", (int, float), where))
+        if not 0 < timeout <= 3600:
+            raise SpecError(f"{where}.reply_timeout: expected 0 < seconds <= 3600")
+        return cls(trigger=_field(data, "trigger", str, where),
+                   input_queue=_field(data, "input_queue", str, where),
+                   input_queues=list(queues),
+                   reply_queue=_field(data, "reply_queue", str, where, optional=True),
+                   reply_timeout=timeout)
+
+
+@dataclass(frozen=True)
 class StepEntry:
     kind: str
     runtime: str
@@ -83,6 +110,7 @@ class FlowSpec:
     variables: dict[str, Any] = field(default_factory=dict)
     trace_queue: str | None = None  # None: the flow records no trace
     trace: TraceSpec | None = None
+    webhook: WebhookSpec | None = None  # None: the flow is not called over HTTP
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +120,7 @@ class FlowSpec:
         where = "flow"
         steps = _field(data, "steps", dict, where)
         trace = _field(data, "trace", dict, where, optional=True)
+        webhook = _field(data, "webhook", dict, where, optional=True)
         return cls(
             vhost=_field(data, "vhost", str, where),
             snapshot_queue=_field(data, "snapshot_queue", str, where),
@@ -100,7 +129,8 @@ class FlowSpec:
             steps={str(k): StepEntry.from_json(v, f"steps.{k}") for k, v in steps.items()},
             variables=_field(data, "variables", dict, where, optional=True) or {},
             trace_queue=_field(data, "trace_queue", str, where, optional=True),
-            trace=TraceSpec.from_json(trace, "trace") if trace is not None else None)
+            trace=TraceSpec.from_json(trace, "trace") if trace is not None else None,
+            webhook=WebhookSpec.from_json(webhook, "webhook") if webhook is not None else None)
 
     def account_of(self, step: str) -> str | None:
         entry = self.steps.get(step)

@@ -52,6 +52,10 @@ class Descriptor(BaseModel):
     title: str = Field(min_length=1)
     description: str | None = None
     credentials: dict[str, Any] | None = None
+    # The platform's service a component provides: `webhook` (its trigger is called
+    # once per HTTP request to the flow) or `request-reply` (a step of it answers the
+    # request, so the caller waits for that answer).
+    service: str | None = None
     triggers: dict[str, FunctionSpec] = Field(default_factory=dict)
     actions: dict[str, FunctionSpec] = Field(default_factory=dict)
 
@@ -67,6 +71,14 @@ class Component:
         """An image-name-safe name, from the directory."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.path.name.lower()).strip("-")
         return slug or "component"
+
+    @property
+    def is_webhook(self) -> bool:
+        return self.descriptor.service == "webhook"
+
+    @property
+    def replies(self) -> bool:
+        return self.descriptor.service == "request-reply"
 
     def function_type(self, function: str) -> FunctionType | None:
         if function in self.descriptor.triggers:

@@ -46,6 +46,28 @@ def _memory_in_range(value: str | None) -> str | None:
     return value
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?$")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+MAX_REPLY_TIMEOUT = 3600.0
+
+
+def duration_seconds(value: Any) -> float:
+    """`30s`, `500ms`, `2m` or a number of seconds -> seconds (more than 0, at most an
+    hour); anything else is a `duration` error naming the forms."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PydanticCustomError("duration", "not a duration")
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m is None:
+            raise PydanticCustomError("duration", "not a duration")
+        seconds = float(m.group(1)) * _DURATION_SCALE[m.group(2)]
+    else:
+        seconds = float(value)
+    if not 0 < seconds <= MAX_REPLY_TIMEOUT:
+        raise PydanticCustomError("duration", "not a duration")
+    return seconds
+
+
 class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -76,6 +98,12 @@ class FlowSpec(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
     # Record every message for `flowrun trace` (a copy per message, kept bounded).
     trace: bool = True
+    # The platform's per-flow passthrough: each step's output is kept in
+    # `msg.passthrough[<step id>]` of every message after it.
+    passthrough: bool = False
+    # A flow called over HTTP: how long a request waits for its answer.
+    reply_timeout: float = 30.0
+    _reply_timeout = field_validator("reply_timeout", mode="before")(duration_seconds)
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -292,6 +320,10 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel], secret: bool = Fal
     if kind == "memory_range":
         value = "the value from ${...}" if secret else repr(err.get("input"))
         return f"{dotted}: {value} is out of range; use from 6m to 1024g, e.g. 256m"
+    if kind == "duration":
+        value = "the value from ${...}" if secret else repr(err.get("input"))
+        return (f"{dotted}: {value} is not a duration; write seconds as 30s, 500ms or 2m "
+                f"(more than 0, at most {MAX_REPLY_TIMEOUT / 60:g}m)")
     if kind == "literal_error" and last == "version":
         return f"version: {err.get('input')!r} is not supported; write 'version: 1'"
     if kind == "too_short" and last == "steps":

@@ -18,6 +18,7 @@ SOURCE = f"{PREFIX}.source"
 ROLE = f"{PREFIX}.role"
 RUNTIME = f"{PREFIX}.runtime"  # python | node: which sailor runs the step
 STEPS = f"{PREFIX}.steps"  # on the flow's record: its real steps, as JSON
+WEBHOOK = f"{PREFIX}.webhook"  # on the flow's record: "1" for a flow called over HTTP
 
 ROLE_BROKER = "broker"
 ROLE_SERVICES = "services"

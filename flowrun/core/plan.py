@@ -87,10 +87,16 @@ class RealStep:
         return self.component.runtime
 
     @property
+    def webhook(self) -> bool:
+        """A trigger called once per HTTP request to the flow (the gateway puts each
+        into its input queue), never on a timer."""
+        return self.kind is StepKind.TRIGGER and self.component.is_webhook
+
+    @property
     def ticked(self) -> bool:
         """A Node.js trigger: the platform's sailor calls process() once per message
         on its input queue, so the platform services publish one per interval."""
-        return self.kind is StepKind.TRIGGER and self.runtime is Runtime.NODE
+        return self.kind is StepKind.TRIGGER and self.runtime is Runtime.NODE and not self.webhook
 
     def env(self, flow: str) -> dict[str, str]:
         """The container's environment: names and routes only. The config and the
@@ -159,6 +165,19 @@ class Plan:
     components: tuple[Component, ...] = field(default=())
     variables: Mapping[str, Any] = field(default_factory=dict)
     trace: bool = True
+    passthrough: bool = False
+    reply_timeout: float = 30.0
+
+    @property
+    def webhook(self) -> bool:
+        """Called over HTTP: its trigger takes requests from the gateway."""
+        return self.steps[0].webhook
+
+    @property
+    def replies(self) -> bool:
+        """A step answers the request (the platform's `request-reply` service), so the
+        gateway waits for that answer rather than answering at once."""
+        return self.webhook and any(s.component.replies for s in self.steps)
 
     @property
     def snapshot_queue(self) -> str:
@@ -210,12 +229,13 @@ class Plan:
         }
 
 
-def routes_for(flow: str, step_id: str, previous: str | None, ticked: bool = False) -> Routes:
-    """`ticked`: a trigger whose process() runs once per message on an input queue
-    of its own (bound to nothing: the platform services put the ticks there)."""
+def routes_for(flow: str, step_id: str, previous: str | None, fed: bool = False) -> Routes:
+    """`fed`: a trigger whose process() runs once per message on an input queue of
+    its own, bound to nothing: the platform services put ticks (a Node.js trigger) or
+    HTTP requests (a webhook trigger) there."""
     return Routes(
         exchange=names.step_exchange(flow, step_id),
-        input_queue=names.input_queue(flow, step_id) if previous or ticked else None,
+        input_queue=names.input_queue(flow, step_id) if previous or fed else None,
         listens_to=names.data_key(flow, previous) if previous else None,
         listens_on=names.step_exchange(flow, previous) if previous else None,
         data=names.data_key(flow, step_id),
@@ -296,6 +316,11 @@ def check_flow(flow: LoadedFlow, components: Mapping[int, Component]) -> None:
                 f"container (two would each produce the flow's messages); remove 'replicas' "
                 "or set it to 1"
             )
+        if step.interval is not None and i == 0 and components[i].is_webhook:
+            raise FlowFileError(
+                f"{flow.step_where(i, 'interval')}: step '{step.id}': a webhook trigger is "
+                "called once per HTTP request, never on a timer; remove 'interval'"
+            )
         if step.interval is not None and i != 0:
             raise FlowFileError(
                 f"{flow.step_where(i, 'interval')}: step '{step.id}': 'interval' is for the "
@@ -348,15 +373,17 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
             previous = mid
         component = components[i]
         is_trigger = i == 0
+        webhook = is_trigger and component.is_webhook
         real.append(RealStep(
             id=step.id,
             kind=StepKind.TRIGGER if is_trigger else StepKind.ACTION,
             component=component, function=step.function, config=dict(step.config),
-            routes=routes_for(name, step.id, previous,
-                              ticked=is_trigger and component.runtime is Runtime.NODE),
+            routes=routes_for(name, step.id, previous, fed=is_trigger and (
+                webhook or component.runtime is Runtime.NODE)),
             credentials=dict(step.credentials) if step.credentials is not None else None,
             memory=step.memory or default_memory,
-            interval=(step.interval or DEFAULT_TRIGGER_INTERVAL) if is_trigger else None,
+            interval=((step.interval or DEFAULT_TRIGGER_INTERVAL)
+                      if is_trigger and not webhook else None),
             revision=revisions[component.path], visible_index=i, replicas=step.replicas,
             shown_config=mask(dict(step.config), flow.from_env("steps", i, "config")),
             component_from_env=("steps", i, "component") in flow.interpolated,
@@ -367,6 +394,7 @@ def expand(flow: LoadedFlow, components: Mapping[int, Component], mapper: Compon
         flow=name, source=flow.path, steps=tuple(real),
         error_queue=names.error_queue(name), dead_letter_queue=names.dead_letter_queue(name),
         components=unique, variables=dict(flow.spec.variables), trace=flow.spec.trace,
+        passthrough=flow.spec.passthrough, reply_timeout=flow.spec.reply_timeout,
     )
 
 

@@ -274,7 +274,9 @@ class SwarmEngine(Engine):
             force_update=forced,
         )
         ports = [{"Protocol": port.split("/")[1], "TargetPort": int(port.split("/")[0]),
-                  "PublishMode": "host"} for port in spec.ports]
+                  "PublishMode": "host",
+                  **({"PublishedPort": published} if published else {})}
+                 for port, (_address, published) in spec.ports.items()]
         return {
             "task_template": task_template,
             "mode": ServiceMode("replicated", replicas=1),

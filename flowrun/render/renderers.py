@@ -223,6 +223,8 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
                      _n(s.waiting), _n(s.processed), _n(s.errors)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out.write(f"flow {status.flow}  ({status.source})\n")
+    if status.webhook:
+        out.write(f"  called over HTTP: POST or GET {status.webhook}\n")
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                   + "\n")

@@ -41,6 +41,12 @@ def _retry_cap() -> float:
 EMIT_TYPES = ("data", "error", "snapshot", "updateSnapshot", "rebound", "end", "httpReply",
               "updateKeys")
 REBOUND_LIMIT = int(os.environ.get("ELASTICIO_REBOUND_LIMIT", "10"))
+# As the platform's sailor: a step's error also answers the HTTP request its input
+# came from (its `reply_to`), unless this is set.
+NO_ERROR_REPLIES = bool(os.environ.get("ELASTICIO_NO_ERROR_REPLIES"))
+REPLY_TO = "reply_to"
+ROUTING_KEY_HEADER = "x-eio-routing-key"
+ERROR_RESPONSE = "x-eio-error-response"
 
 
 def log(text: str) -> None:
@@ -119,6 +125,7 @@ class Sailor:
             secret.get("message_password") or env.get("ELASTICIO_MESSAGE_CRYPTO_PASSWORD", ""),
             secret.get("message_iv") or env.get("ELASTICIO_MESSAGE_CRYPTO_IV", ""))
         self.variables: dict[str, Any] = {}
+        self.passthrough = False  # the flow's passthrough, from the step-info call
         self.stopping = threading.Event()
         self.ctx = Context(self)
         self.runner = Runner()
@@ -158,10 +165,23 @@ class Sailor:
         parent = parent or Input.tick()
         if event == "data":
             message = as_message(payload, parent.msg)
+            if self.passthrough and self.kind != "mapper":
+                # As the platform's sailor: each output keeps what this step emitted,
+                # under its id, beside what the steps before kept (a mapper, hidden on
+                # the platform, keeps nothing of its own).
+                message["passthrough"] = {
+                    **(parent.msg.get("passthrough") or {}),
+                    self.step_id: {k: v for k, v in message.items() if k != "passthrough"}}
+            key = self.keys["data"]
+            routed = self._routed_by(message)
+            if routed is not None:  # a reply step's answer, to the request's reply key
+                key = routed
             headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
                                             message_id=message["id"], **self._function_headers())
-            self._publish(self.keys["data"], self.wire_keys.encrypt(message), headers)
+            self._publish(key, self.wire_keys.encrypt(message), headers)
             self.counters["emitted"] += 1
+        elif event == "httpReply":
+            self._http_reply(payload, parent)
         elif event == "error":
             self.counters["errors"] += 1
             self._publish_error(payload, parent)
@@ -174,9 +194,42 @@ class Sailor:
                           headers)
         elif event == "rebound":
             self._rebound(payload, parent)
-        else:  # end, httpReply, updateKeys: nothing to route in a real-time flow
+        else:  # end, updateKeys: nothing to route in a real-time flow
             pass
 
+    def _reply_key(self, parent: Input) -> str | None:
+        """The reply key of the request `parent` descends from, if it is one of this
+        flow's (a `reply_to` is carried from step to step; a step that set another
+        could not make us publish anywhere but to a reply of our own flow)."""
+        key = parent.headers.get(REPLY_TO)
+        return key if isinstance(key, str) and names.is_reply_key(self.flow_id, key) else None
+
+    def _routed_by(self, message: dict[str, Any]) -> str | None:
+        """A data message whose headers name a reply key (`X-EIO-Routing-Key`, the
+        platform's request-reply component): published with that key, the header
+        dropped. Any other key there is not this step's to publish with: ignored."""
+        headers = message.get("headers") or {}
+        for name in list(headers):
+            if str(name).lower() == ROUTING_KEY_HEADER:
+                key = headers.pop(name)
+                if isinstance(key, str) and names.is_reply_key(self.flow_id, key):
+                    return key
+                log(f"WARNING an output named routing key {key!r}, which is not a reply "
+                    "of this flow's requests; sent on to the next step instead")
+        return None
+
+    def _http_reply(self, reply: Any, parent: Input) -> None:
+        """`ctx.emit("httpReply", {"statusCode", "headers", "body"})`: the answer to
+        the HTTP request the input came from."""
+        key = self._reply_key(parent)
+        if key is None:
+            log("WARNING httpReply emitted, but no HTTP request waits for this message "
+                "(no reply_to): the flow is not called over HTTP, or has no reply step")
+            return
+        value = reply if isinstance(reply, dict) else {"body": reply}
+        headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
+                                        **self._function_headers())
+        self._publish(key, self.wire_keys.encrypt(value), headers)
     def _function_headers(self) -> dict[str, Any]:
         # `start`: when the step began on its input, as the platform's sailor says it;
         # with the input's `end` it tells time in the queue from time in the step.
@@ -196,6 +249,11 @@ class Sailor:
                                         **self._function_headers())
         self._publish(self.keys["error"], wire.error_payload(self.wire_keys, name, text, stack,
                                                              raw), headers)
+        key = self._reply_key(parent)
+        if key is not None and not NO_ERROR_REPLIES:
+            self._publish(key, self.wire_keys.encrypt({"name": name, "message": text,
+                                                       "stack": stack}),
+                          {**headers, ERROR_RESPONSE: True})
 
     def _rebound(self, reason: Any, parent: Input) -> None:
         if parent.raw is None or not self.input_queue:
@@ -244,6 +302,9 @@ class Sailor:
         delay = 0.2
         while True:
             failed = self.confirms.wait()
+            # An answer to a request nobody waits for (the flow has no reply queue):
+            # dropped, as the platform's sailor does, not sent again forever.
+            failed = [f for f in failed if not names.is_reply_key(self.flow_id, f[1])]
             if not failed:
                 return True
             self.counters["unroutable"] += len(failed)
@@ -342,6 +403,7 @@ class Sailor:
                                          self.stopping, log)
         self.cfg = info.config
         self.snapshot = info.snapshot
+        self.passthrough = info.is_passthrough
         self.variables.clear()
         self.variables.update(info.variables)
         if info.snapshot:
@@ -373,7 +435,9 @@ class Sailor:
             if self.stopping.is_set():
                 break
             try:
-                if self.kind == "trigger":
+                # A trigger with an input of its own (a webhook trigger: the gateway puts
+                # each HTTP request there) is called once per message, as an action.
+                if self.kind == "trigger" and not self.input_queue:
                     self.run_trigger()
                 else:
                     self.run_consumer()
@@ -383,7 +447,8 @@ class Sailor:
                 # The broker restarted or dropped us: unacked input goes back to its
                 # queue on the broker's side, so reconnecting loses nothing. A trigger
                 # has no input to be redelivered: it keeps what was not confirmed.
-                if self.confirms is not None and self.kind == "trigger":
+                if self.confirms is not None and self.kind == "trigger" \
+                        and not self.input_queue:
                     self.carry = [*self.carry, *self.confirms.unsent()]
                 self.live = False
                 self.write_state()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
-from ..contract import SERVICES_PORT, files
+from ..contract import GATEWAY_PORT, SERVICES_PORT, files
 from ..contract.spec import ServicesConfig
-from .http import server
+from .gateway import Gateway
+from .http import App, ByPort, server
 from .state import CONFIG_FILE, DATA_DIR, Services, log
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def main() -> int:
@@ -16,9 +26,11 @@ def main() -> int:
     config = ServicesConfig.from_json(json.loads(CONFIG_FILE.read_text()))
     services = Services(config, DATA_DIR)
     threading.Thread(target=services.background, daemon=True, name="background").start()
-    log(f"flowrun platform services: listening on :{SERVICES_PORT}, "
-        f"{len(services.flows)} flow(s) known")
-    server(services, "0.0.0.0", SERVICES_PORT).run()
+    log(f"flowrun platform services: listening on :{SERVICES_PORT} (the gateway for flows "
+        f"called over HTTP on :{GATEWAY_PORT}), {len(services.flows)} flow(s) known")
+    app = ByPort({GATEWAY_PORT: Gateway(services)}, App(services))
+    server(app, "0.0.0.0", SERVICES_PORT).run(
+        sockets=[_listen(SERVICES_PORT), _listen(GATEWAY_PORT)])
     return 0
 
 

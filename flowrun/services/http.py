@@ -322,9 +322,21 @@ class GuardedH11(H11Protocol):
         self._watch = self.loop.call_later(self.request_seconds, self._look)
 
 
-def server(services: Services, host: str, port: int) -> uvicorn.Server:
+class ByPort:
+    """One server, two ports: the services' calls and the HTTP gateway's."""
+
+    def __init__(self, apps: dict[int, Any], default: Any) -> None:
+        self.apps, self.default = apps, default
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        server = scope.get("server") or ("", 0)
+        app = self.apps.get(int(server[1] or 0), self.default)
+        await app(scope, receive, send)
+
+
+def server(app: Any, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(
-        App(services), host=host, port=port, http=GuardedH11, lifespan="off",
+        app, host=host, port=port, http=GuardedH11, lifespan="off",
         access_log=False, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS,
         h11_max_incomplete_event_size=64 * 1024, server_header=False, date_header=False))
 

@@ -47,6 +47,13 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Webhook(Notice):
+    """The flow is called over HTTP at `url` (said as a notice, kept for the summary)."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class ApplyDone:
     """The executor finished a batch of actions (or failed, with `error`)."""
 
@@ -82,5 +89,5 @@ class Stopped:
     """Taking the flow down (after an interrupt) has ended."""
 
 
-Event = (StepPhase | BuildOutput | StepLog | Notice | ApplyDone | ComponentsChanged
+Event = (StepPhase | BuildOutput | StepLog | Notice | Webhook | ApplyDone | ComponentsChanged
          | Interrupted | ContainerGone | BrokerGone | Stopped)

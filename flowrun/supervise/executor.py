@@ -40,6 +40,7 @@ from flowrun.supervise.events import (
     Notice,
     Phase,
     StepPhase,
+    Webhook,
 )
 from flowrun.supervise.followers import EngineWatcher, Follower, LiveListener, sailor_state
 from flowrun.supervise.lock import FlowLock
@@ -171,6 +172,9 @@ class Executor:
             except ServiceError as e:
                 raise FlowFailed(f"the platform services refused flow {flow}: {e}; see "
                                  f"`docker logs {names.SERVICES_CONTAINER}`") from None
+            url = services.webhook_url(flow) if plan.webhook else None
+            if url is not None:
+                self.put(Webhook(f"called over HTTP: POST or GET {url}", url=url))
 
         # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
         # The broker and the services join the flow's networks before any step starts

@@ -115,4 +115,5 @@ def record_labels(plan: Plan) -> dict[str, str]:
         labels.STEPS: json.dumps([[s.id, s.kind.value, s.replicas] for s in plan.steps],
                                  separators=(",", ":")),
         labels.SOURCE: str(plan.source.resolve()),
+        **({labels.WEBHOOK: "1"} if plan.webhook else {}),
     }

@@ -73,6 +73,7 @@ class FlowState:
     flow: str
     started: float
     steps: dict[str, StepState]
+    webhook: str | None = None  # where the flow is called over HTTP
 
     def elapsed(self, now: float) -> float:
         return now - self.started

@@ -56,6 +56,7 @@ from flowrun.supervise.events import (
     StepLog,
     StepPhase,
     Stopped,
+    Webhook,
 )
 from flowrun.supervise.executor import DEFAULT_GRACE
 from flowrun.supervise.state import LAST_LINES, FlowState, Renderer, StepState
@@ -294,6 +295,8 @@ class Supervisor:
         run.warmed = True
         run.mode = Mode.RUNNING
         summary = f"{len(run.state.steps)} real steps live in {run.state.elapsed(now):.1f} s"
+        if run.state.webhook:
+            summary += f"; called over HTTP: {run.state.webhook}"
         self.renderer.event(Notice(summary), run.state, now)
         if run.options.detach:
             run.result = 0, summary
@@ -475,6 +478,8 @@ def _update(state: FlowState, event: Event, now: float) -> None:
         step = state.steps.get(event.step)
         if step is not None:
             step.last_lines = [*step.last_lines[-(LAST_LINES - 1):], event.line]
+    elif isinstance(event, Webhook):
+        state.webhook = event.url
 
 
 def _is_builtin(path: Path) -> bool:

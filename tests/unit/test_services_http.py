@@ -45,7 +45,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[sv
             "b": StepEntry(kind="action", runtime="python", config={"y": 2},
                            credentials={"token": "B"}, account="f.b")})
     port = _free_port()
-    server = svc.server(services, "127.0.0.1", port)
+    server = svc.server(svc.App(services), "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
