@@ -18,6 +18,10 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 COMPONENTS = ROOT / "sample_flows" / "components"
+# The HTTP gateway's loopback port: any free one, chosen by Docker when the platform
+# services start (a fixed port could be taken on a shared machine). Every `flowrun`
+# of the session passes the same value on, so the services are not started anew.
+os.environ.setdefault("FLOWRUN_GATEWAY_PORT", "0")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,7 +78,8 @@ def flowrun(*args: str, timeout: float = 180, check: bool = True, stdin: str | N
     environment it gets (with a PATH), instead of this one's with CI set."""
     if env is not None:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **{
-            k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}, **env}
+            k: os.environ[k] for k in ("PYTHONPATH", "FLOWRUN_GATEWAY_PORT")
+            if k in os.environ}, **env}
     result = subprocess.run([sys.executable, "-m", "flowrun", *args], capture_output=True,
                             text=True, timeout=timeout, cwd=ROOT, input=stdin,
                             env=env if env is not None else {**os.environ, "CI": "true"})

@@ -49,6 +49,12 @@ def _line(node: Node, full: bool) -> str:
         body = f"(unreadable: {r['unreadable']})"
     else:
         body = _body(r.get("body"), full, bool(r.get("truncated")))
+    passthrough = r.get("passthrough")
+    if isinstance(passthrough, dict) and passthrough:
+        # Each step's output, kept in the message (the flow has passthrough on): its
+        # steps in short, the whole of it with --full.
+        body += ("\n    passthrough: " + _body(passthrough, True, False) if full
+                 else f"  (passthrough: {', '.join(map(str, passthrough))})")
     return f"{head}  [{detail or 'times unknown'}]  {body}"
 
 

@@ -240,10 +240,12 @@ class Flow:
         firehose = props.headers or {}
         keys = firehose.get("routing_keys") or [b""]
         key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
-        step, kind = names.of_key(self.name, key) or ("?", "")
-        if kind not in ("message", "error", "rebound"):
-            return  # live announcements and snapshots are not messages of a thread
         headers = (firehose.get("properties") or {}).get("headers") or {}
+        step, kind = names.of_key(self.name, key) or ("?", "")
+        if names.is_reply_key(self.name, key):  # an answer to an HTTP request
+            step, kind = str(headers.get("stepId") or "?"), "reply"
+        if kind not in ("message", "error", "rebound", "reply"):
+            return  # live announcements and snapshots are not messages of a thread
         self.trace_seq += 1
         # Kept as it came: decrypted only when a trace is asked for, so recording
         # costs the services a dict per message, not a decryption. Bounded by count
@@ -273,8 +275,10 @@ class Flow:
                 value: Any = (error.get("input") or {}).get("body") if isinstance(
                     error.get("input"), dict) else error.get("input")
             else:
-                value = wire.decode_data(self.keys, body, {
-                    "protocolVersion": stored["protocol"]}).get("body")
+                msg = wire.decode_data(self.keys, body, {"protocolVersion": stored["protocol"]})
+                value = msg.get("body")
+                if msg.get("passthrough"):
+                    record["passthrough"] = msg["passthrough"]
         except wire.WireError as e:
             value, record["unreadable"] = None, str(e)
         text = json.dumps(value, default=str)

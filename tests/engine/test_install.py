@@ -39,7 +39,8 @@ def test_the_wheel_runs_the_sample_flow_outside_the_checkout(engine: Any,
     flow.write_text(flow.read_text().replace("name: orders", f"name: {name}"))
     # No checkout on the path: only what the wheel installed.
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
-           "CI": "true", "ORDERS_LIMIT": "0"}
+           "CI": "true", "ORDERS_LIMIT": "0",
+           "FLOWRUN_GATEWAY_PORT": os.environ.get("FLOWRUN_GATEWAY_PORT", "0")}
     flowrun = str(venv / "bin" / "flowrun")
     where = run(str(venv / "bin" / "python"), "-c",
                 "import flowrun, sys; print(flowrun.__file__)", cwd=tmp_path, env=env)
