@@ -32,7 +32,7 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import swarm  # noqa: E402
+from bench import swarm, webhooks  # noqa: E402
 from flowrun.broker.messaging import Sender, data_key, decode, make_message  # noqa: E402
 from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
@@ -443,6 +443,8 @@ def main() -> None:
         results["warmup_node_5"] = warmup(engine, t, 5, runs, node=True)
         print("messages...", file=sys.stderr)
         results.update(messaging(t, args.quick))
+        print("flows called over HTTP...", file=sys.stderr)
+        results.update(webhooks.run(t, args.quick))
         print("redeploy and footprint...", file=sys.stderr)
         results.update(redeploy(engine, t, 1 if args.quick else 3))
         print("cold warm-up...", file=sys.stderr)
@@ -503,6 +505,8 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
     rows.append(("trace recording: throughput, on / off", f"{rec['throughput']:.0f} msg/s",
                  f"{rec['throughput_unrecorded']:.0f} msg/s (off)",
                  f"{rec['throughput_ratio']:.2f}x", "report"))
+    if "http_baseline" in r:
+        rows.extend(webhooks.rows(r))
     d = r["redeploy"]
     rows.append(("redeploy on save", span(d["flowrun"]), span(d["baseline"]) + " (build)",
                  f"{d['ratio']:.2f}x", "<= 3 s"))
