@@ -79,6 +79,12 @@ def api_key(secret: str, flow: str, step: str) -> str:
     return derive(secret, "api-key", f"{flow}/{step}")
 
 
+def object_token(secret: str, flow: str, step: str) -> str:
+    """A step's bearer token for the object store (the platform's
+    ELASTICIO_OBJECT_STORAGE_TOKEN): who it is, and the proof."""
+    return f"{flow}/{step}/{derive(secret, 'object-storage', f'{flow}/{step}')}"
+
+
 def admin_token(secret: str) -> str:
     """The host's key for the platform services' admin calls."""
     return derive(secret, "services-admin", "host")
@@ -123,10 +129,26 @@ class Keys:
     def encrypt(self, value: Any) -> bytes:
         """Protocol version 1: base64 text of the ciphertext of the JSON, PKCS#7-padded
         to AES's 16-byte blocks."""
-        plain = json.dumps(value, default=str).encode()
+        return base64.b64encode(self.seal(json.dumps(value, default=str).encode()))
+
+    def seal(self, plain: bytes) -> bytes:
+        """The raw ciphertext of any bytes (PKCS#7-padded): how the object store keeps
+        an object, and the body of a protocol-2 message."""
         pad = 16 - len(plain) % 16
         enc = self._aes.encryptor()
-        return base64.b64encode(enc.update(plain + bytes((pad,)) * pad) + enc.finalize())
+        return enc.update(plain + bytes((pad,)) * pad) + enc.finalize()
+
+    def unseal(self, cipher_text: bytes) -> bytes:
+        """The reverse of seal; WireError when it is not this key's."""
+        try:
+            dec = self._aes.decryptor()
+            padded = dec.update(cipher_text) + dec.finalize()
+        except ValueError as e:
+            raise WireError(f"not sealed with this flow's key ({e})") from None
+        pad = padded[-1] if padded else 0
+        if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+            raise WireError("not sealed with this flow's key (padding)")
+        return padded[:-pad]
 
     def decrypt(self, data: bytes | str, protocol_version: int = PROTOCOL_VERSION) -> Any:
         raw = data.encode() if isinstance(data, str) else data

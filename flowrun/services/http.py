@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..contract.spec import FlowSpec, SpecError
+from . import objects
 from .state import Flow, Services, log
 
 _STEP_PATH = re.compile(r"^/v1/tasks/([^/]+)/steps/([^/]+)$")
@@ -45,6 +46,7 @@ class Call:
     query: dict[str, list[str]]
     authorization: str | None
     body: bytes = b""
+    headers: dict[str, str] | None = None
 
     def json(self) -> Any:
         try:
@@ -63,6 +65,8 @@ def route(s: Services, call: Call) -> tuple[int, Any]:
     path = call.path
     if path == "/healthz":
         return 200, {"ok": True}
+    if path == "/objects" or path.startswith("/objects/"):
+        return object_call(s, call)
     if m := _ADMIN_TRACE_PATH.match(path):
         _require_admin(s, call)
         flow = s.flow(m.group(1))
@@ -84,7 +88,10 @@ def route(s: Services, call: Call) -> tuple[int, Any]:
                      "threads": threads}
     if m := _ADMIN_FLOW_PATH.match(path):
         _require_admin(s, call)
-        return admin(s.flow(m.group(1)), call)
+        answer = admin(s.flow(m.group(1)), call)
+        if call.method == "DELETE" and call.query.get("purge", ["0"])[0] == "1":
+            s.objects.purge(m.group(1))
+        return answer
     caller = s.who(call.authorization)
     if caller is None:
         return 401, {"message": "unknown step or wrong API key"}
@@ -128,6 +135,33 @@ def route(s: Services, call: Call) -> tuple[int, Any]:
             flow.save("accounts")
         return 200, {"id": account, "keys": current}
     return 404, {"message": f"no such call: {call.method} {path}"}
+
+
+def object_call(s: Services, call: Call) -> tuple[int, Any]:
+    """The object store (services/objects.py), for a step with its token."""
+    caller = objects.who(s.secret, call.authorization)
+    if caller is None:
+        return 401, {"message": "an object store token is required (Bearer)"}
+    flow_name, step = caller
+    flow = s.flow(flow_name)
+    object_id = call.path[len("/objects/"):] if call.path.startswith("/objects/") else None
+    headers = call.headers or {}
+    try:
+        if call.method == "POST" and object_id is None:
+            return s.objects.put(flow_name, flow.keys, step, call.body, headers)
+        if call.method == "PUT" and object_id:
+            return s.objects.put(flow_name, flow.keys, step, call.body, headers, object_id)
+        if call.method == "GET" and object_id:
+            return 200, s.objects.get(flow_name, flow.keys, object_id)
+        if call.method == "GET":
+            return 200, s.objects.find(flow_name, objects.query_of(call.query))
+        if call.method == "DELETE":
+            s.objects.delete(flow_name, object_id or None, objects.query_of(call.query))
+            return 204, objects.Raw(b"", {})
+    except objects.Refused as e:
+        return e.status, {"message": str(e)}
+    return 405, {"message": "objects: POST /objects, GET|PUT|DELETE /objects/<id>, "
+                            "GET|DELETE /objects?query[<key>]=<value>"}
 
 
 def hook(flow: Flow, call: Call) -> tuple[int, Any]:
@@ -208,13 +242,20 @@ class App:
         try:
             call = Call(method=scope["method"], path=scope["path"],
                         query=urllib.parse.parse_qs(scope.get("query_string", b"").decode(
-                            "latin-1")), authorization=headers.get("authorization"))
+                            "latin-1")), authorization=headers.get("authorization"),
+                        headers=headers)
             if call.method in ("PUT", "POST"):
-                cap = (MAX_ADMIN_BODY if call.path.startswith("/admin/")
-                       and self.services.is_admin(call.authorization) else MAX_STEP_BODY)
+                cap = MAX_STEP_BODY
+                if call.path.startswith("/admin/") and self.services.is_admin(
+                        call.authorization):
+                    cap = MAX_ADMIN_BODY
+                elif call.path.startswith("/objects") and objects.who(
+                        self.services.secret, call.authorization):
+                    cap = objects.MAX_OBJECT_BYTES
                 body = await asyncio.wait_for(_read_body(receive, headers, cap),
                                               REQUEST_SECONDS)
-                call = Call(call.method, call.path, call.query, call.authorization, body)
+                call = Call(call.method, call.path, call.query, call.authorization, body,
+                            headers)
             code, value = await asyncio.get_running_loop().run_in_executor(
                 self.pool, _answer, self.services, call)
         except Reply as e:
@@ -223,10 +264,15 @@ class App:
             code, value = 408, {"message": f"the request took over {REQUEST_SECONDS:g} s"}
         except _Gone:
             return
-        raw = json.dumps(value if value is not None else {}, default=str).encode()
+        if isinstance(value, objects.Raw):  # an object's bytes, as stored
+            raw = value.body
+            sent = [(k.encode("latin-1"), str(v).encode("latin-1"))
+                    for k, v in value.headers.items()]
+        else:
+            raw = json.dumps(value if value is not None else {}, default=str).encode()
+            sent = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": code, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(raw)).encode())]})
+            *sent, (b"content-length", str(len(raw)).encode())]})
         await send({"type": "http.response.body", "body": raw})
 
 

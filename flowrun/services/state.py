@@ -25,6 +25,7 @@ from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, names, wire
 from ..contract.http import basic, request_json
 from ..contract.spec import AmqpAccess, FlowSpec, ServicesConfig, SpecError
 from ..contract.wire import admin_token, api_key
+from .objects import Store
 
 DATA_DIR = Path(os.environ.get("FLOWRUN_SERVICES_DATA", SERVICES_DATA_DIR))
 CONFIG_FILE = Path(os.environ.get("FLOWRUN_SERVICES_CONFIG", SERVICES_CONFIG_FILE))
@@ -422,6 +423,7 @@ class Services:
         self.root = root
         self.flows: dict[str, Flow] = {}
         self.lock = threading.Lock()
+        self.objects = Store(root)
         root.mkdir(parents=True, exist_ok=True)
         for path in sorted(root.iterdir()):
             if path.is_dir():
@@ -455,11 +457,17 @@ class Services:
     def background(self) -> None:
         """Drains snapshots and publishes ticks, forever; a broker that is away is
         waited for (flows resume when it is back)."""
+        swept = 0.0
         while True:
             now = time.monotonic()
             for flow in list(self.flows.values()):
                 if flow.active:
                     flow.look_after(self.amqp, now)
+            if now - swept > 30:  # objects past their x-eio-ttl
+                swept = now
+                for name in list(self.flows):
+                    with self.objects.lock:
+                        self.objects.expire(name)
             tracing = any(f.active and f.recording for f in self.flows.values())
             time.sleep(min(0.2 if tracing else DRAIN_EVERY,
                            _next_tick_in(self.flows.values(), time.monotonic())))

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from flowrun.broker.platform import api_uri, message_keys, step_api_key
 from flowrun.broker.server import Broker
 from flowrun.contract import STEP_ENV_FILE, STEP_FILE, names
+from flowrun.contract.wire import object_token
 from flowrun.core import labels
 from flowrun.core.component import Runtime
 from flowrun.core.plan import Plan, RealStep, StepKind
@@ -30,7 +31,10 @@ def step_secrets(flow: str, step_id: str, broker: Broker) -> dict[str, str]:
     return {"amqp_uri": broker.step_uri(flow, step_id), "api_uri": api_uri(),
             "api_username": names.api_user(flow, step_id),
             "api_key": step_api_key(broker, flow, step_id),
-            "message_password": keys.password, "message_iv": keys.iv}
+            "message_password": keys.password, "message_iv": keys.iv,
+            # The platform services' object store, as the platform's libraries reach it.
+            "object_storage_uri": api_uri(),
+            "object_storage_token": object_token(broker.admin_pass, flow, step_id)}
 
 
 def node_env_file(secrets: dict[str, str]) -> tuple[bytes, int]:
@@ -47,7 +51,8 @@ def step_files(plan: Plan, step: RealStep, broker: Broker) -> dict[str, tuple[by
     if step.kind is StepKind.MAPPER:
         # Its config (the mapping) is all here, and it keeps no snapshot: it makes no
         # step-info call, so the services need not be on the mappers' network.
-        del secrets["api_uri"]
+        for services in ("api_uri", "object_storage_uri", "object_storage_token"):
+            del secrets[services]
     files = {STEP_FILE: (json.dumps({**secrets, "cfg": step.config},
                                     sort_keys=True).encode(), 0o400)}
     if step.runtime is Runtime.NODE:
