@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -204,4 +205,34 @@ def test_a_worker_node_lost_mid_stream_loses_no_message(
                 follower.stdout.close()
         if stopped is not None:
             swarm.start_node(stopped)
+        on_swarm(swarm, "down", "--grace", "2", "--purge", name, check=False)
+
+
+def test_a_flow_called_over_http_on_the_swarm(swarm: Cluster, tmp_path: Path) -> None:
+    """The gateway is published by the manager: a request goes in there, its answer
+    comes back from a step on whichever node runs it."""
+    from tests.conftest import COMPONENTS
+    from tests.engine.test_http import Http
+
+    name = unique("swarm-http")
+    path = write_flow(tmp_path, name, f"""  - id: ingest
+    component: {COMPONENTS}/hook-py
+    function: receive
+  - id: answer
+    component: {COMPONENTS}/answer-py
+    function: answer
+""")
+    try:
+        out = on_swarm(swarm, "up", "-d", "--timeout", "180", str(path)).stdout
+        status = json.loads(on_swarm(swarm, "status", name, "--json").stdout)["flows"][0]
+        assert status["webhook"] and f"called over HTTP: {status['webhook']}" in out, out
+        web = Http(status["webhook"])
+
+        def one(i: int) -> tuple[int, Any]:
+            code, _headers, body = web.call("POST", body={"n": i, "status": 201})
+            return code, body["n"] if isinstance(body, dict) else body
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            assert list(pool.map(one, range(20))) == [(201, i) for i in range(20)]
+    finally:
         on_swarm(swarm, "down", "--grace", "2", "--purge", name, check=False)
