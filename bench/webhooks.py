@@ -139,7 +139,7 @@ def through_flow(tmp: Path, template: str, name: str, requests: int) -> dict[str
 
 
 def run(tmp: Path, quick: bool) -> dict[str, Any]:
-    requests = 320 if quick else 3200
+    requests = 160 if quick else 3200
     base = baseline(requests)
     python = through_flow(tmp, PYTHON_FLOW, f"bench-http-py-{int(time.time())}", requests)
     node = through_flow(tmp, NODE_FLOW, f"bench-http-js-{int(time.time())}", requests)

@@ -9,6 +9,7 @@ objects it is handed, not against pika itself: the contract imports no library.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 Outgoing = tuple[str, str, bytes, Any]  # exchange, routing key, body, properties
@@ -25,6 +26,9 @@ class Confirms:
     Every publish is `mandatory`: a message that no queue is bound for is not
     silently dropped (the broker would confirm it all the same) but returned;
     returned and nacked messages are handed back by wait(), to be sent again.
+    A publish may also name a callback (`done`), told once its confirm arrives
+    whether it reached a queue: for a publisher that cannot wait for a batch (the
+    gateway, which answers each request on its own).
     """
 
     def __init__(self, connection: Any, channel: Any) -> None:
@@ -33,6 +37,9 @@ class Confirms:
         self.published = 0
         self.unconfirmed: dict[int, Outgoing] = {}
         self.failed: list[Outgoing] = []
+        # Per publish with a `done` callback; its properties must carry a message_id
+        # (what a returned message is known by: the broker sends it back decoded anew).
+        self.callbacks: dict[int, Callable[[bool], None]] = {}
         ready: list[bool] = []
 
         def on_ready(_frame: Any) -> None:
@@ -59,16 +66,26 @@ class Confirms:
             message = self.unconfirmed.pop(tag, None)
             if nacked and message is not None:
                 self.failed.append(message)
+            done = self.callbacks.pop(tag, None)
+            if done is not None and message is not None:
+                mine = message[3].message_id
+                returned = any(f[3].message_id == mine for f in self.failed)
+                # Told to its publisher, not handed back by wait() as well.
+                self.failed = [f for f in self.failed if f[3].message_id != mine]
+                done(not nacked and not returned)
         if not self.unconfirmed:
             # A confirm alone does not end BlockingConnection.process_data_events early
             # (it returns on consumer deliveries and ready callbacks, not on frames for the
             # async channel); a no-op ready callback makes wait() return at once.
             self.connection.add_callback_threadsafe(_noop)
 
-    def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
+    def publish(self, exchange: str, key: str, body: bytes, properties: Any,
+                done: Callable[[bool], None] | None = None) -> None:
         self.impl.basic_publish(exchange, key, body, properties, mandatory=True)
         self.published += 1  # the broker numbers a channel's publishes 1, 2, 3...
         self.unconfirmed[self.published] = (exchange, key, body, properties)
+        if done is not None:
+            self.callbacks[self.published] = done
 
     def wait(self, timeout: float | None = None) -> list[Outgoing]:
         """Until every publish is confirmed; returns what came back (to send again).

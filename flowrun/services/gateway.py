@@ -37,6 +37,7 @@ import pika
 import pika.exceptions
 
 from ..contract import GATEWAY_MAX_BODY, names, wire
+from ..contract.confirms import Confirms
 from ..contract.spec import AmqpAccess, WebhookSpec
 from .state import Flow, Services, log
 
@@ -75,6 +76,7 @@ class FlowLink:
         self.dead = False
         self.connection: Any = None
         self.channel: Any = None
+        self.confirms: Confirms | None = None
         self._probe: Any = None
         self._live: tuple[float, str | None] = (0.0, None)
         threading.Thread(target=self._run, daemon=True, name=f"gateway {vhost}").start()
@@ -87,7 +89,9 @@ class FlowLink:
                 heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
                 stack_timeout=15, connection_attempts=1))
             self.channel = self.connection.channel()
-            self.channel.confirm_delivery()
+            # Confirmed one by one but not waited for in turn: the thread goes on
+            # publishing other requests while a confirm is on its way.
+            self.confirms = Confirms(self.connection, self.channel)
             if self.reply_queue is not None:
                 self.channel.basic_consume(self.reply_queue, self._delivered, auto_ack=True)
             self.ready.set()
@@ -149,12 +153,24 @@ class FlowLink:
         self._live = (time.monotonic(), found)
         return found
 
-    def publish(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
-        """Into the trigger's input, confirmed (an unroutable request is an error)."""
-        self.channel.basic_publish(
-            "", queue, body, pika.BasicProperties(
+    def publish(self, queue: str, body: bytes, headers: dict[str, Any],
+                ) -> concurrent.futures.Future[bool]:
+        """Into the trigger's input; the future says once it is confirmed whether it
+        reached the queue."""
+        confirmed: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def job() -> None:
+            assert self.confirms is not None
+            self.confirms.publish("", queue, body, pika.BasicProperties(
                 delivery_mode=2, content_type="application/json", content_encoding="utf8",
-                message_id=headers["messageId"], headers=headers), mandatory=True)
+                message_id=headers["messageId"], headers=headers),
+                done=confirmed.set_result)
+
+        started = self.submit(job)
+        started.add_done_callback(
+            lambda f: confirmed.set_exception(f.exception() or RuntimeError()) if (
+                f.exception() is not None and not confirmed.done()) else None)
+        return confirmed
 
     def close(self) -> None:
         self.dead = True
@@ -239,9 +255,11 @@ class Gateway:
         try:
             encrypted = flow.keys.encrypt(message)
             try:
-                await asyncio.wrap_future(link.submit(
-                    lambda: link.publish(hook.input_queue, encrypted, amqp_headers)))
-            except (pika.exceptions.AMQPError, ConnectionError, OSError) as e:
+                reached = await asyncio.wait_for(asyncio.wrap_future(
+                    link.publish(hook.input_queue, encrypted, amqp_headers)), 30)
+                if not reached:
+                    raise ConnectionError("the broker returned it: no trigger input queue")
+            except (pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as e:
                 self._drop(name, link)
                 raise Answer(503, {"message": f"flow {name!r}: the request could not be put "
                                    f"into its trigger's input ({type(e).__name__})"},
