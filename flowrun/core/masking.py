@@ -10,7 +10,8 @@ MASK = "***"
 
 # Keys are compared lowercased with '_' and '-' removed, so apiKey, api_key and
 # API-KEY are one key.
-_SECRET_WORDS = ("password", "passwd", "passphrase", "secret", "token", "credential", "auth")
+_SECRET_WORDS = ("password", "passwd", "passphrase", "secret", "token", "credential", "auth",
+                 "cookie")
 _SECRET_SUFFIXES = ("key", "pwd", "pass")
 
 
