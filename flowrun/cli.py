@@ -285,16 +285,90 @@ def ui(port: int) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Show new threads as they complete.")
 @click.option("--body", "full", is_flag=True, help="Whole bodies (and error stacks), not cut.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--as-test", "as_test", is_flag=True,
+              help="Print the thread (--thread) as a test case for a test file.")
 def trace(flow: str | None, count: int, thread: str | None, follow: bool, full: bool,
-          as_json: bool) -> None:
+          as_json: bool, as_test: bool) -> None:
     """What happened to the latest messages, step by step: flowrun trace [FLOW]."""
     from flowrun.commands.resolve import resolve_flow
-    from flowrun.commands.trace import show_trace
+    from flowrun.commands.trace import show_trace, thread_as_test
 
+    if as_test and (not thread or follow or as_json):
+        raise click.UsageError("--as-test prints one thread: give --thread ID (and neither "
+                               "--follow nor --json)")
     engine = _engine()
     name = resolve_flow(engine, flow)
+    if as_test:
+        assert thread is not None
+        click.echo(thread_as_test(engine, name, thread), nl=False)
+        return
     show_trace(engine, name, count=count, thread=thread, follow=follow, full=full,
                as_json=as_json)
+
+
+@cli.command(name="test")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("-k", "keyword", help="Only the cases whose name contains this.")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False),
+              help="Write the results as JUnit XML here (for CI servers).")
+@click.option("--json", "as_json", is_flag=True, help="The results as JSON on stdout.")
+@click.option("--keep", is_flag=True, help="Leave the flows up that this run brought up.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds each flow may take to come up.")
+def test_command(files: tuple[str, ...], keyword: str | None, junit: str | None,
+                 as_json: bool, keep: bool, timeout: float) -> None:
+    """Run test files: flowrun test [FILE.test.yaml | FLOW.yaml ...] (default: the
+    *.test.yaml files here). Exit 0: all passed, 1: a case failed, 2: a bad file."""
+    import glob
+    import time
+    from pathlib import Path
+
+    from flowrun.commands.test import collect, run
+    from flowrun.render.tests import case_line, junit_xml, print_results, results_json
+
+    paths = [Path(f) for f in files] or [Path(f) for f in sorted(
+        glob.glob("*.test.yaml") + glob.glob("*.test.yml"))]
+    if not paths:
+        raise BadInput("no test files given, and none here (*.test.yaml); name one")
+    suites = collect(paths, os.environ, keyword)
+    started = time.monotonic()
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    results = run(_engine(), suites, keep=keep, up_timeout=timeout,
+                  log=lambda text: click.echo(text, err=True),
+                  on_outcome=lambda r: say(case_line(r)))
+    seconds = time.monotonic() - started
+    if junit:
+        Path(junit).parent.mkdir(parents=True, exist_ok=True)
+        Path(junit).write_text(junit_xml(results, seconds))
+    if as_json:
+        click.echo(results_json(results, seconds))
+    else:
+        print_results(results, seconds, sys.stdout)
+    if not results or any(not r.passed for r in results):
+        sys.exit(1)
+
+
+@cli.command(name="exec")
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.argument("step")
+@click.argument("body", required=False)
+@click.option("--snapshot", help="The step's snapshot, as JSON (default: {}).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True)
+def exec_command(flow: str, step: str, body: str | None, snapshot: str | None,
+                 timeout: float) -> None:
+    """Run one step's function once, alone: flowrun exec FLOW.yaml STEP [BODY | -].
+    Prints what it emitted as JSON lines; exit 1 when it raised."""
+    from pathlib import Path
+
+    from flowrun.commands.exec import exec_command as run_once
+    from flowrun.commands.send import json_body
+
+    raw = sys.stdin.read() if body == "-" else body
+    given = json_body(raw) if raw else {}
+    state = json_body(snapshot) if snapshot else None
+    code = run_once(_engine(), Path(flow), step, given, state, os.environ, timeout,
+                    out=click.echo, log=lambda text: click.echo(text, err=True))
+    sys.exit(code)
 
 
 def main() -> None:

@@ -105,6 +105,8 @@ class FlowSpec(BaseModel):
     reply_timeout: float = 30.0
     _reply_timeout = field_validator("reply_timeout", mode="before")(duration_seconds)
     steps: list[StepSpec] = Field(min_length=1)
+    # The flow's own test cases, for `flowrun test` (core/testfile.py checks them).
+    tests: list[Any] | None = None
 
 
 Path_ = tuple[str | int, ...]

@@ -25,6 +25,7 @@ ROLE_SERVICES = "services"
 ROLE_STEP = "step"
 ROLE_RECORD = "record"
 ROLE_HOOK = "hook"  # a one-shot run of a step's shutdown hook
+ROLE_EXEC = "exec"  # a one-shot run of a step's function (`flowrun exec`)
 
 
 

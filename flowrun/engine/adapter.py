@@ -191,6 +191,45 @@ class Engine:
                 return  # it died before reading: its exit and log say why, as any crash
             raise
 
+    def run_once(self, image: str, command: list[str], stdin: bytes, *, user: str,
+                 memory: str | None, timeout: float, workdir: str | None = None,
+                 ) -> tuple[int, bytes, bytes]:
+        """A one-shot container with no network: `stdin` in, then (exit code, stdout,
+        stderr) once it ends (killed past `timeout`: exit code 124). Removed after."""
+        host_config = self.api.create_host_config(
+            mem_limit=memory, network_mode="none", security_opt=["no-new-privileges"],
+            cap_drop=["ALL"], pids_limit=256)
+        created = self.api.create_container(
+            image=image, command=command, user=user, host_config=host_config,
+            stdin_open=True, stdin_once=True, working_dir=workdir,
+            labels={labels.ROLE: labels.ROLE_EXEC})
+        container_id = str(created["Id"])
+        try:
+            self.api.start(container_id)
+            stream = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            sock = getattr(stream, "_sock", stream)
+            try:
+                sock.sendall(stdin)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # it ended before reading all: its exit and output say why
+            finally:
+                sock.close()
+                stream.close()
+            try:
+                code = int(self.api.wait(container_id, timeout=timeout).get("StatusCode", 1))
+            except requests.exceptions.ReadTimeout:
+                self.api.kill(container_id)
+                code = 124
+            out = self.api.logs(container_id, stdout=True, stderr=False)
+            err = self.api.logs(container_id, stdout=False, stderr=True)
+            return code, bytes(out), bytes(err)
+        finally:
+            try:
+                self.api.remove_container(container_id, force=True)
+            except docker.errors.APIError:
+                pass
+
     def replace(self, spec: ContainerSpec, grace: float) -> str:
         """Stop and remove the container of that name, then create and start `spec`."""
         self.stop(spec.name, grace)

@@ -401,6 +401,12 @@ class SwarmEngine(Engine):
                            "registry its nodes pull from, e.g. "
                            "FLOWRUN_REGISTRY=registry.example:5000")
 
+    def run_once(self, image: str, command: list[str], stdin: bytes, *, user: str,
+                 memory: str | None, timeout: float,
+                 workdir: str | None = None) -> tuple[int, bytes, bytes]:
+        raise EngineError("`flowrun exec` runs a step on this host's engine: unset "
+                          "DOCKER_HOST (a swarm has no one-shot containers with input)")
+
     def read_file(self, name: str, path: str) -> bytes | None:
         raise EngineError("a swarm task's files are on its node, out of the manager's reach "
                           "(capabilities.reads_files)")

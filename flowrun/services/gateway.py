@@ -264,15 +264,19 @@ class Gateway:
                 raise Answer(503, {"message": f"flow {name!r}: the request could not be put "
                                    f"into its trigger's input ({type(e).__name__})"},
                              {"retry-after": "1"}) from None
+            # The request's id is its thread's: `flowrun trace --thread` and `flowrun
+            # test` follow it.
+            mine = {"x-request-id": request_id}
             if not replies:
-                return 202, {}, _json({"requestId": request_id, "message":
-                                       "accepted; no step of this flow replies"})
+                return 202, mine, _json({"requestId": request_id, "message":
+                                         "accepted; no step of this flow replies"})
             try:
-                return await asyncio.wait_for(answer, hook.reply_timeout)
+                status, headers, raw = await asyncio.wait_for(answer, hook.reply_timeout)
+                return status, {**headers, **mine}, raw
             except TimeoutError:
                 raise Answer(504, {"message": f"flow {name!r} did not reply within "
-                                   f"{hook.reply_timeout:g} s", "requestId": request_id}
-                             ) from None
+                                   f"{hook.reply_timeout:g} s", "requestId": request_id},
+                             mine) from None
         finally:
             self.waiting.pop(key, None)
 

@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "flowrun"
 RANK = {"errors": 0, "settings": 0, "contract": 0, "waiting": 0, "core": 1, "engine": 2,
         "broker": 3, "supervise": 4, "render": 5, "commands": 6, "ui": 7, "cli": 8, "__main__": 8,
-        "__init__": 8}
+        "__init__": 8, "pytest_plugin": 8}
 # Third-party libraries that belong to one layer and may not leak below it.
 OWNERS = {"docker": "engine", "requests": "engine", "pika": "broker", "rich": "render",
           "watchfiles": "supervise", "starlette": "ui", "uvicorn": "ui", "sse_starlette": "ui"}
