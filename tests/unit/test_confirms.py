@@ -94,3 +94,21 @@ def test_a_confirm_that_never_comes_times_out() -> None:
     with pytest.raises(TimeoutError):
         confirms.wait(timeout=0.05)
     assert len(confirms.unsent()) == 1
+
+
+def test_a_publish_with_a_callback_is_told_whether_it_reached_a_queue() -> None:
+    channel = _Channel()
+    impl = channel._impl
+    confirms = Confirms(_Connection(), channel)
+    told: dict[str, bool] = {}
+    for message_id in ("a", "b", "c"):
+        confirms.publish("", "q", b"x", pika.BasicProperties(message_id=message_id),
+                         done=lambda ok, m=message_id: told.__setitem__(m, ok))
+    assert impl.on_return is not None and impl.on_confirm is not None
+    # "b" comes back (no queue), "c" is nacked; then all three are confirmed.
+    impl.on_return(None, pika.spec.Basic.Return(exchange="", routing_key="q"),
+                   pika.BasicProperties(message_id="b"), b"x")
+    impl.on_confirm(_Frame(pika.spec.Basic.Nack(delivery_tag=3)))
+    impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=2, multiple=True)))
+    assert told == {"a": True, "b": False, "c": False}
+    assert confirms.wait() == []  # told to their publisher, not handed back as well
