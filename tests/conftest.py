@@ -152,6 +152,29 @@ def flow_factory(engine: Any, tmp_path: Path) -> Iterator[Any]:
         flowrun("down", "--purge", "--grace", "2", name, check=False)
 
 
+# The sample flows some engine modules share (test_http, test_flow_tests): brought up
+# once per session under their own names, taken down at its end. The orders trigger
+# keeps firing (a limit it does not reach), as CI flows' triggers do.
+SAMPLE_ENV = {"ORDERS_LIMIT": "100000"}
+
+
+@pytest.fixture(scope="session")
+def sample_flow(engine: Any) -> Iterator[Any]:
+    """`sample_flow("hello-http")`: that sample flow, up; its status (with `webhook`)."""
+    up: dict[str, dict[str, Any]] = {}
+
+    def get(name: str) -> dict[str, Any]:
+        if name not in up:
+            flowrun("up", "-d", "--timeout", "240", str(ROOT / "sample_flows" / f"{name}.yaml"),
+                    env={**os.environ, "CI": "true", **SAMPLE_ENV}, timeout=400)
+            up[name] = json.loads(flowrun("status", name, "--json").stdout)["flows"][0]
+        return up[name]
+
+    yield get
+    for name in up:
+        flowrun("down", "--purge", "--grace", "2", name, check=False)
+
+
 ORDERS_STEPS = f"""  - id: fetch
     component: {COMPONENTS}/shop
     function: newOrders

@@ -144,8 +144,8 @@ def _run_suite(engine: ContainerEngine, suite: Suite, keep: bool, up_timeout: fl
     brought_up = False
     if not only_exec:
         was_running = flow in running_flows(engine)
-        log(f"flow {flow}: {'up to date?' if was_running else 'bringing it up'} "
-            f"({suite.flow_path})")
+        doing = "running; bringing it up to date" if was_running else "bringing it up"
+        log(f"flow {flow}: {doing} ({suite.flow_path})")
         done = _flowrun("up", "-d", "--progress", "plain", "--timeout", f"{up_timeout:g}",
                         str(suite.flow_path), timeout=up_timeout + 120)
         brought_up = not was_running
@@ -221,8 +221,8 @@ def _run_case(engine: ContainerEngine, plan: Plan, broker: Broker | None,
             failure = _check_expect(expect, seen)
             if failure:
                 outcome.failures.append(f"expect[{i}]: {failure}")
-    except (FlowFailed, OSError, TimeoutError) as e:
-        outcome.failures.append(f"could not run: {e}")
+    except Exception as e:  # whatever stopped it, it is this case's failure, said once
+        outcome.failures.append(f"could not run: {type(e).__name__}: {e}")
     outcome.seconds = time.monotonic() - started
     outcome.passed = not outcome.failures
     return outcome

@@ -201,7 +201,7 @@ class Engine:
             cap_drop=["ALL"], pids_limit=256)
         created = self.api.create_container(
             image=image, command=command, user=user, host_config=host_config,
-            stdin_open=True, stdin_once=True, working_dir=workdir,
+            stdin_open=True, working_dir=workdir,  # StdinOnce comes with it (docker-py)
             labels={labels.ROLE: labels.ROLE_EXEC})
         container_id = str(created["Id"])
         try:

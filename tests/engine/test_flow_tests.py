@@ -2,8 +2,8 @@
 engine, with the sample flows' own test files (so `make test` runs those through
 `flowrun test`), a failing file, and twenty cases at once beside a firing trigger.
 
-One `flowrun test --keep` brings the three sample flows up; the later tests use them
-as they run (and the last takes them down)."""
+The three sample flows are the session's (conftest.sample_flow): `flowrun test` finds
+them running at the same revision and uses them as they are, then leaves them up."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, flowrun
+from tests.conftest import ROOT, SAMPLE_ENV, flowrun
 
 SAMPLES = ROOT / "sample_flows"
 FILES = [SAMPLES / "orders.test.yaml", SAMPLES / "hello-http.test.yaml",
@@ -35,8 +35,10 @@ def _run_test(*args: str, env: dict[str, str] | None = None,
 
 
 @pytest.fixture(scope="module")
-def suite_run(engine: Any, tmp_path_factory: pytest.TempPathFactory,
+def suite_run(sample_flow: Any, tmp_path_factory: pytest.TempPathFactory,
               ) -> Iterator[tuple[subprocess.CompletedProcess[str], ET.Element, Path]]:
+    for name in ("orders", "hello-http", "ask-http"):
+        sample_flow(name)
     tmp = tmp_path_factory.mktemp("flow-tests")
     # Failing on purpose: a wrong body, a step nothing reaches, a wrong status.
     failing = tmp / "failing.test.yaml"
@@ -68,10 +70,10 @@ tests:
 """ for i in range(20)))
     junit = tmp / "junit.xml"
     result = _run_test(*map(str, FILES), str(failing), str(many), "--junit", str(junit),
-                       "--keep", env={"ORDERS_LIMIT": "100000"})
+                       env=SAMPLE_ENV)
     yield result, ET.parse(junit).getroot(), tmp
-    for flow in ("orders", "hello-http", "ask-http"):
-        flowrun("down", "--purge", "--grace", "2", flow, check=False)
+    # Still up: this run did not bring them up (the session did).
+    assert "taking it down" not in result.stderr
 
 
 def test_the_sample_test_files_pass_and_a_failing_one_says_why(
@@ -124,12 +126,15 @@ def test_a_recorded_thread_becomes_a_passing_case(suite_run: Any) -> None:
     recorded = tmp / "recorded.test.yaml"
     recorded.write_text(f"flow: {SAMPLES / 'orders.yaml'}\ntests:\n" + "".join(
         f"  {line}\n" for line in case.splitlines() if not line.startswith("#")))
-    result = _run_test(str(recorded))
+    result = _run_test(str(recorded), env=SAMPLE_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 0 failed" in result.stdout
 
 
-def test_the_pytest_plugin(suite_run: Any, pytester: pytest.Pytester) -> None:
+def test_the_pytest_plugin(suite_run: Any, pytester: pytest.Pytester,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SAMPLE_ENV.items():  # the flow as it runs: nothing to redeploy
+        monkeypatch.setenv(key, value)
     pytester.makepyfile(test_orders=f'''
 def test_an_order(flowrun_flow):
     flow = flowrun_flow({str(SAMPLES / "orders.yaml")!r})
