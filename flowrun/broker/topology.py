@@ -61,8 +61,10 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
             ch.queue_delete(names.trace_queue(flow))
         if plan.replies:
             # Answers to HTTP requests, from any step (a reply step's answer, any
-            # step's error): not durable, a waiting request does not outlive a restart.
-            ch.queue_declare(names.reply_queue(flow), durable=False,
+            # step's error). Durable, with its bindings: a broker restart must not leave
+            # the gateway a flow it can no longer hear answers from (its messages stay
+            # short-lived: TTL, bounded).
+            ch.queue_declare(names.reply_queue(flow), durable=True,
                              arguments=reply_queue_arguments())
             for step in plan.steps:
                 bind(names.reply_queue(flow), step.routes.exchange, names.reply_binding(flow))

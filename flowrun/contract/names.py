@@ -258,7 +258,7 @@ def is_reply_key(flow: str, key: str) -> bool:
 def reply_queue(flow: str) -> str:
     """Where every answer of the flow arrives, for the gateway to hand to its waiting
     request; short-lived messages (an answer nobody waits for any more is dropped)."""
-    return f"{flow}:replies"
+    return f"{flow}:answers"
 
 
 def step_read_pattern(flow: str, step: str) -> str:

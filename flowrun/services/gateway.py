@@ -98,8 +98,8 @@ class FlowLink:
             while not self.dead:
                 self.connection.process_data_events(time_limit=1)
         except Exception as e:  # the broker away, the queue gone: the next request connects anew
-            if self.ready.is_set():
-                log(f"gateway {self.vhost}: connection lost ({type(e).__name__})")
+            what = "connection lost" if self.ready.is_set() else "cannot connect"
+            log(f"gateway {self.vhost}: {what} ({type(e).__name__}: {e})")
         finally:
             self.dead = True
             self.ready.set()

@@ -144,6 +144,17 @@ def test_python_steps_reply_fail_and_time_out_with_passthrough(ask: tuple[str, H
     assert "check" in out and "passthrough: ingest" in out, out
 
 
+def test_requests_are_answered_again_after_a_broker_restart(ask: tuple[str, Http]) -> None:
+    """The reply queue and its bindings outlive the restart; the gateway connects anew."""
+    _name, web = ask
+    assert web.call("POST", body={"name": "Ada"})[0] == 200
+    subprocess.run(["docker", "restart", "-t", "5", "flowrun-broker"], check=True,
+                   capture_output=True)
+    status, _h, body = wait_for(lambda: (answer := web.call("POST", body={"name": "Bo"}))[0]
+                                == 200 and answer, 90, "an answer after the restart", every=1)
+    assert body["name"] == "Bo"
+
+
 def test_a_webhook_flow_without_a_reply_step(engine: Any, tmp_path: Path) -> None:
     name = unique("hook")
     path = tmp_path / f"{name}.yaml"
