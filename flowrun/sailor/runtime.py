@@ -230,6 +230,7 @@ class Sailor:
         headers = wire.outgoing_headers(parent.headers, self.step_id, self.flow_id,
                                         **self._function_headers())
         self._publish(key, self.wire_keys.encrypt(value), headers)
+
     def _function_headers(self) -> dict[str, Any]:
         # `start`: when the step began on its input, as the platform's sailor says it;
         # with the input's `end` it tells time in the queue from time in the step.
