@@ -39,6 +39,8 @@ import pika.exceptions
 from ..contract import GATEWAY_MAX_BODY, names, wire
 from ..contract.confirms import Confirms
 from ..contract.spec import AmqpAccess, WebhookSpec
+from .http import Reply, _Gone
+from .http import _read_body as read_body
 from .state import Flow, Services, log
 
 _HOOK = re.compile(r"^/hook/([^/]+)(/.*)?$")
@@ -284,7 +286,10 @@ class Gateway:
                     receive: Any) -> Any:
         if method == "GET":
             return query
-        raw = await _read(receive, headers)
+        try:  # the services' own reader: the same caps, the same 413
+            raw = await read_body(receive, headers, GATEWAY_MAX_BODY)
+        except Reply as e:
+            raise Answer(e.code, e.value) from None
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if not kind:
             raise Answer(415, {"message": "a POST needs a Content-Type: application/json, "
@@ -401,30 +406,6 @@ def reply_answer(keys: wire.Keys, headers: dict[str, Any], body: bytes,
 
 
 # ---------------------------------------------------------------- HTTP details
-
-
-class _Gone(Exception):
-    """The caller went away before its request was whole."""
-
-
-async def _read(receive: Any, headers: dict[str, str]) -> bytes:
-    length = headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > GATEWAY_MAX_BODY):
-        raise Answer(413, {"message": f"a request may bring at most {GATEWAY_MAX_BODY} bytes"})
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Gone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > GATEWAY_MAX_BODY:
-            raise Answer(413, {"message": f"a request may bring at most {GATEWAY_MAX_BODY} "
-                               "bytes"})
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
