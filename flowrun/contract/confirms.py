@@ -59,8 +59,14 @@ class Confirms:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tags = ([t for t in self.unconfirmed if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
+        if method.multiple:  # the unconfirmed are kept in the order they were published
+            tags = []
+            for tag in self.unconfirmed:
+                if tag > method.delivery_tag:
+                    break
+                tags.append(tag)
+        else:
+            tags = [method.delivery_tag]
         nacked = getattr(method, "NAME", "") == "Basic.Nack"  # pika.spec.Basic.Nack
         for tag in tags:
             message = self.unconfirmed.pop(tag, None)
@@ -86,6 +92,12 @@ class Confirms:
         self.unconfirmed[self.published] = (exchange, key, body, properties)
         if done is not None:
             self.callbacks[self.published] = done
+
+    def settled(self) -> int:
+        """The number of the last publish up to which every publish is confirmed (one
+        that came back or was nacked is in `failed` by then): what a publisher that
+        does not wait for each batch may ack its inputs up to."""
+        return next(iter(self.unconfirmed)) - 1 if self.unconfirmed else self.published
 
     def wait(self, timeout: float | None = None) -> list[Outgoing]:
         """Until every publish is confirmed; returns what came back (to send again).

@@ -1,15 +1,18 @@
 """The sailor's main loop: connect, load, start up, then consume or call the trigger.
 
 Delivery is at-least-once: an input message is acked only after every output
-it caused has been confirmed by the broker. On SIGTERM the message in hand is
-finished and acked, the rest of the prefetch goes back to the queue when the
-channel closes, and the process exits 0.
+it caused has been confirmed by the broker. The sailor does not wait for those
+confirms before it takes the next batch: inputs are acked, in order, as their
+outputs' confirms come in (a pipeline; see process_batch). On SIGTERM the
+messages in hand are finished and acked, the rest of the prefetch goes back to
+the queue when the channel closes, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+from collections import deque
 import os
 import queue
 import signal
@@ -150,6 +153,9 @@ class Sailor:
         self.channel: Any = None
         self.confirms: Confirms | None = None
         self._deliveries: list[tuple[Any, Any, bytes]] = []
+        # Inputs processed, not yet acked: (delivery tag of a batch's last input, the
+        # number of its last output's publish), oldest first.
+        self._unacked: deque[tuple[int, int]] = deque()
         self._cancelled_by_broker = False
         self._preloading = False
 
@@ -379,6 +385,7 @@ class Sailor:
                 self.channel = self.connection.channel()
                 self.confirms = Confirms(self.connection, self.channel)
                 self._deliveries = []
+                self._unacked.clear()  # delivery tags are a channel's: the old ones are void
                 self._cancelled_by_broker = False
                 return
             except (pika.exceptions.AMQPError, OSError) as e:
@@ -500,15 +507,18 @@ class Sailor:
             if self._cancelled_by_broker:
                 raise ConsumerCancelled(f"the broker cancelled consuming {self.input_queue} "
                                         "(its queue was deleted?)")
-            if self.process_batch() and careful:
+            if self.process_batch(wait=careful) and careful:
                 # RabbitMQ applies a new prefetch to new consumers only: consume anew.
                 self.channel.basic_cancel(tag)
                 self.channel.basic_qos(prefetch_count=PREFETCH)
                 tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
                 careful = False
             self._flush_foreign()
-        # Stopping: deliveries already handed to us but not started go back to the queue
-        # when the channel closes; nothing in hand is left half done.
+            self.ack_confirmed()
+        # Stopping: what was processed is acked once its outputs are confirmed;
+        # deliveries handed to us but not started go back to the queue when the channel
+        # closes. Nothing in hand is left half done.
+        self.ack_confirmed(wait=True)
 
     def on_cancel(self, frame: Any) -> None:
         self._cancelled_by_broker = True
@@ -523,9 +533,12 @@ class Sailor:
     def on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._deliveries.append((method, properties, body))
 
-    def process_batch(self) -> bool:
-        """Call process() for each delivery in hand, wait for every output's confirm
-        once, then ack the whole batch. False when there was nothing to do."""
+    def process_batch(self, wait: bool = False) -> bool:
+        """Call process() for each delivery in hand and publish the outputs; the batch
+        is acked (one frame) once they are all confirmed: at once with `wait`, else
+        when their confirms have come in, while the next batches are processed. Not
+        waiting keeps the broker's work in large batches and the step busy while its
+        outputs are written to disk. False when there was nothing to do."""
         batch, self._deliveries = self._deliveries, []
         if not batch:
             return False
@@ -544,10 +557,31 @@ class Sailor:
             self.call(Input(msg, headers, body, properties))
             self.counters["processed"] += 1
             self.beat = time.time()
-        if not self.confirm_outputs():
-            return True  # stopping: the batch goes back to the queue unacked
-        self.channel.basic_ack(batch[-1][0].delivery_tag, multiple=True)
+        assert self.confirms is not None
+        self._unacked.append((batch[-1][0].delivery_tag, self.confirms.published))
+        self.ack_confirmed(wait)
         return True
+
+    def ack_confirmed(self, wait: bool = False) -> None:
+        """Ack, in one frame, the inputs whose outputs (and those of every input before
+        them) are all confirmed. With `wait`, or when an output came back (no queue for
+        it), first wait for every confirm, sending what came back again: an input is
+        never acked before its outputs are in a queue. Stopping meanwhile, the
+        unacked inputs go back to their queue."""
+        if not self._unacked:
+            return
+        assert self.confirms is not None
+        if wait or self.confirms.failed:
+            if not self.confirm_outputs():
+                return
+            settled = self.confirms.published
+        else:
+            settled = self.confirms.settled()
+        tag = None
+        while self._unacked and self._unacked[0][1] <= settled:
+            tag = self._unacked.popleft()[0]
+        if tag is not None:
+            self.channel.basic_ack(tag, multiple=True)
 
     def run_trigger(self) -> None:
         watch = LeakWatch()

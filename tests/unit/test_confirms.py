@@ -112,3 +112,18 @@ def test_a_publish_with_a_callback_is_told_whether_it_reached_a_queue() -> None:
     impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=2, multiple=True)))
     assert told == {"a": True, "b": False, "c": False}
     assert confirms.wait() == []  # told to their publisher, not handed back as well
+
+
+def test_settled_is_the_last_publish_up_to_which_all_are_confirmed() -> None:
+    channel = _Channel()
+    impl = channel._impl
+    confirms = Confirms(_Connection(), channel)
+    for n in range(4):
+        confirms.publish("x", f"k{n}", b"m", None)
+    assert impl.on_confirm is not None and confirms.settled() == 0
+    impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=2)))  # out of order
+    assert confirms.settled() == 0
+    impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=1)))
+    assert confirms.settled() == 2
+    impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=4, multiple=True)))
+    assert confirms.settled() == 4 and confirms.unconfirmed == {}

@@ -1,7 +1,8 @@
 """The sailor's main loop against a fake channel: a batch of deliveries is processed,
 its outputs published with their lineage, and acked (once, for the whole batch)
-only after every output is confirmed; an output that comes back is sent again
-first; a message of another encoding is dead-lettered, not retried."""
+only after every output is confirmed, without waiting for those confirms before
+the next batch; an output that comes back is sent again first; a message of
+another encoding is dead-lettered, not retried."""
 
 from __future__ import annotations
 
@@ -19,20 +20,32 @@ KEYS = wire.Keys("password", "0123456789abcdef")
 
 
 class FakeConfirms:
+    """Confirms as the sailor uses it: `come_back_first` publishes come back (no queue
+    for them); `confirmed_up_to` holds back the confirms of later publishes."""
+
     def __init__(self, come_back_first: int = 0) -> None:
-        self.published: list[tuple[str, str, bytes, Any]] = []
+        self.sent: list[tuple[str, str, bytes, Any]] = []
+        self.published = 0
+        self.failed: list[tuple[str, str, bytes, Any]] = []
         self.come_back = come_back_first
+        self.confirmed_up_to: int | None = None
         self.waits = 0
 
     def publish(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
-        self.published.append((exchange, key, body, properties))
+        self.sent.append((exchange, key, body, properties))
+        self.published += 1
+        if self.come_back:
+            self.come_back -= 1
+            self.failed.append(self.sent[-1])
+
+    def settled(self) -> int:
+        return self.published if self.confirmed_up_to is None else self.confirmed_up_to
 
     def wait(self, timeout: float | None = None) -> list[Any]:
         self.waits += 1
-        if self.come_back:
-            self.come_back -= 1
-            return [self.published[-1]]
-        return []
+        self.confirmed_up_to = None
+        failed, self.failed = self.failed, []
+        return failed
 
 
 class FakeChannel:
@@ -86,10 +99,10 @@ def test_a_batch_is_acked_once_after_its_outputs_are_confirmed(
     confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
     outputs = [(key, wire.decode_data(KEYS, body, props.headers)["body"],
                 props.headers["parentMessageId"], props.headers["threadId"])
-               for _x, key, body, props in confirms.published]
+               for _x, key, body, props in confirms.sent]
     assert outputs == [("f.a.message", {"n": 2}, "m1", "t1"),
                        ("f.a.message", {"n": 42}, "m2", "t1")]
-    assert sailor.channel.acks == [(2, True)] and confirms.waits == 1
+    assert sailor.channel.acks == [(2, True)] and confirms.waits == 0
     assert sailor.counters["processed"] == 2
 
 
@@ -99,7 +112,7 @@ def test_an_output_that_came_back_is_sent_again_before_the_ack(
     sailor._deliveries = [_delivery(7, 1)]
     sailor.process_batch()
     confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
-    assert len(confirms.published) == 2 and confirms.waits == 2
+    assert len(confirms.sent) == 2 and confirms.waits == 2
     assert sailor.channel.acks == [(7, True)] and sailor.counters["unroutable"] == 1
 
 
@@ -120,7 +133,38 @@ def test_a_raising_function_is_an_error_event_and_the_input_is_acked(
     sailor._deliveries = [_delivery(5, 1)]
     sailor.process_batch()
     confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
-    [(_x, key, body, _props)] = confirms.published
+    [(_x, key, body, _props)] = confirms.sent
     error = wire.decode_error(KEYS, body)
     assert key == "f.a.error" and error["message"] == "thirteen"
     assert sailor.channel.acks == [(5, True)]
+
+
+def test_batches_are_acked_in_order_as_their_confirms_come_in(
+        sailor: runtime.Sailor) -> None:
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    confirms.confirmed_up_to = 0  # nothing confirmed yet: no ack, and no waiting either
+    sailor._deliveries = [_delivery(1, 1), _delivery(2, 2)]
+    sailor.process_batch()
+    sailor._deliveries = [_delivery(3, 3)]
+    sailor.process_batch()
+    assert sailor.channel.acks == [] and confirms.waits == 0
+    confirms.confirmed_up_to = 1  # the first batch's second output is still out
+    sailor.ack_confirmed()
+    assert sailor.channel.acks == []
+    confirms.confirmed_up_to = 2
+    sailor.ack_confirmed()
+    assert sailor.channel.acks == [(2, True)]
+    confirms.confirmed_up_to = None
+    sailor.ack_confirmed()
+    assert sailor.channel.acks == [(2, True), (3, True)]
+
+
+def test_an_output_that_came_back_holds_back_the_acks_after_it(
+        sailor: runtime.Sailor) -> None:
+    sailor.confirms = FakeConfirms(come_back_first=1)  # type: ignore[assignment]
+    sailor._deliveries = [_delivery(1, 1)]
+    sailor.process_batch()
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    # Sent again (a second publish) and waited for before the ack.
+    assert len(confirms.sent) == 2 and confirms.waits == 2
+    assert sailor.channel.acks == [(1, True)]
