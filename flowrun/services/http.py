@@ -72,7 +72,7 @@ def route(s: Services, call: Call) -> tuple[int, Any]:
         flow = s.flow(m.group(1))
         dead: list[dict[str, Any]] = []
         try:
-            flow.record_trace(s.amqp)  # what is waiting now counts
+            flow.catch_up()  # what is waiting now counts
             dead = flow.dead_letters(s.amqp)
         except pika.exceptions.ChannelClosedByBroker:
             pass  # a queue not there (yet): what is recorded still answers

@@ -81,7 +81,7 @@ class Flow:
         self.lock = threading.RLock()
         self.connection: Any = None
         self._channel: Any = None
-        self._tracing: Any = None  # the channel the trace consumer is on
+        self._recorder: Recorder | None = None  # the trace queue's consumer
         self.trace: deque[dict[str, Any]] = deque()
         self.trace_bytes = 0
         self.trace_seq = 0
@@ -98,6 +98,8 @@ class Flow:
     def handed_over(self, spec: FlowSpec | None) -> None:
         """`up` handed the flow over anew (None: `down`): kept on the volume."""
         self.spec = spec
+        if spec is None or spec.trace_queue is None:
+            self.stop_recording()
         if spec is None:
             (self.dir / "flow.json").unlink(missing_ok=True)
         else:
@@ -109,15 +111,18 @@ class Flow:
 
     # ------------------------------------------------------------ broker side
 
+    def connect(self, amqp: AmqpAccess) -> Any:
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            host=amqp.host, port=amqp.port, virtual_host=self._spec().vhost,
+            credentials=pika.PlainCredentials(amqp.user, amqp.password),
+            heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
+            stack_timeout=15, connection_attempts=1))
+
     def channel(self, amqp: AmqpAccess) -> Any:
         """One connection and one channel per flow, kept: a step-info call during
         warm-up costs a round trip, not a login."""
         if self.connection is None or not self.connection.is_open:
-            self.connection = pika.BlockingConnection(pika.ConnectionParameters(
-                host=amqp.host, port=amqp.port, virtual_host=self._spec().vhost,
-                credentials=pika.PlainCredentials(amqp.user, amqp.password),
-                heartbeat=60, blocked_connection_timeout=30, socket_timeout=5,
-                stack_timeout=15, connection_attempts=1))
+            self.connection = self.connect(amqp)
             self._channel = None
         if self._channel is None or not self._channel.is_open:
             self._channel = self.connection.channel()
@@ -129,7 +134,7 @@ class Flow:
                 self.connection.close()
         except Exception:  # already broken
             pass
-        self.connection = self._channel = self._tracing = None
+        self.connection = self._channel = None
 
     def look_after(self, amqp: AmqpAccess, now: float) -> None:
         """The flow's chores, each on its own: one that fails (a queue the flow does
@@ -217,27 +222,36 @@ class Flow:
                 ch.basic_ack(last, multiple=True)
 
     def record_trace(self, amqp: AmqpAccess) -> None:
-        """Take in what the flow's trace queue holds (a consumer on the flow's kept
-        channel, serviced here, so a burst of messages is not a burst of round trips)."""
+        """See that the flow's trace queue has its consumer (a Recorder, on a thread and
+        a connection of its own); one that ended (the broker went away, or restarted
+        without the queue) is started anew, the queue made again first if need be."""
         queue = self.spec.trace_queue if self.spec is not None else None
         if queue is None:
+            self.stop_recording()
             return
-        with self.lock:
-            ch = self.channel(amqp)
-            if self._tracing is not ch:
-                try:
-                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
-                except pika.exceptions.ChannelClosedByBroker as e:
-                    if e.reply_code != 404 or self._spec().trace is None:
-                        raise
-                    self.restore_trace(amqp)  # the broker restarted without it
-                    ch = self.channel(amqp)
-                    ch.basic_consume(queue, self._on_trace, auto_ack=True)
-                self._tracing = ch
-            self.connection.process_data_events(time_limit=0)
+        recorder = self._recorder
+        if recorder is not None and recorder.is_alive():
+            return
+        if recorder is not None and recorder.missing:
+            self.restore_trace(amqp)  # the broker restarted without it
+        self._recorder = Recorder(self, amqp, queue)
+        self._recorder.start()
 
-    def _on_trace(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
-        # A firehose copy: the publish's routing key and properties are in its headers.
+    def stop_recording(self) -> None:
+        if self._recorder is not None:
+            self._recorder.stop.set()
+            self._recorder = None
+
+    def catch_up(self, timeout: float = 2.0) -> None:
+        """Until what the trace queue holds now is recorded (what is waiting counts
+        when a trace is asked for), or `timeout` seconds."""
+        recorder = self._recorder
+        if recorder is not None and recorder.is_alive():
+            recorder.catch_up(timeout)
+
+    def on_trace(self, props: Any, body: bytes) -> None:
+        """One firehose copy, recorded (the Recorder's thread): the publish's routing
+        key and properties are in its headers."""
         firehose = props.headers or {}
         keys = firehose.get("routing_keys") or [b""]
         key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
@@ -247,6 +261,10 @@ class Flow:
             step, kind = str(headers.get("stepId") or "?"), "reply"
         if kind not in ("message", "error", "rebound", "reply"):
             return  # live announcements and snapshots are not messages of a thread
+        with self.lock:
+            self._record(step, kind, headers, body)
+
+    def _record(self, step: str, kind: str, headers: dict[str, Any], body: bytes) -> None:
         self.trace_seq += 1
         # Kept as it came: decrypted only when a trace is asked for, so recording
         # costs the services a dict per message, not a decryption. Bounded by count
@@ -416,6 +434,80 @@ class Flow:
         return self.spec
 
 
+class Recorder(threading.Thread):
+    """A flow's trace queue, consumed as the copies come in, on a connection of its
+    own. Read in bursts (it was every 0.2 s, by the chores' thread) the queue backs
+    up under load, and a copy that waits in a queue costs the broker a store and a
+    fetch; one handed straight to a waiting consumer costs neither (bench/profile.py:
+    the broker's CPU per message, recording on and off). Ends when told to, or when
+    its connection or the queue is lost (`missing`): the flow's chores start another."""
+
+    FLUSH_HEADER = "x-flowrun-recorded-up-to"
+
+    def __init__(self, flow: Flow, amqp: AmqpAccess, queue: str) -> None:
+        super().__init__(daemon=True, name=f"trace {flow.name}")
+        self.flow, self.amqp, self.queue = flow, amqp, queue
+        self.stop = threading.Event()
+        self.missing = False
+        self._connection: Any = None
+        self._channel: Any = None
+        self._reached: dict[str, threading.Event] = {}
+
+    def run(self) -> None:
+        connection = None
+        try:
+            connection = self.flow.connect(self.amqp)
+            self._channel = connection.channel()
+            self._channel.basic_consume(self.queue, self._on_copy, auto_ack=True)
+            self._connection = connection
+            while not self.stop.is_set():
+                connection.process_data_events(time_limit=0.5)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            self.missing = e.reply_code == 404
+            if not self.missing:
+                log(f"flow {self.flow.name}: trace: {e.reply_text}")
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # the broker away: the chores start another when it is back
+        finally:
+            for reached in self._reached.values():
+                reached.set()  # nobody waits for a recorder that ended
+            try:
+                if connection is not None and connection.is_open:
+                    connection.close()
+            except Exception:  # already broken
+                pass
+
+    def _on_copy(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        mark = (props.headers or {}).get(self.FLUSH_HEADER)
+        if mark is not None:
+            reached = self._reached.pop(mark.decode() if isinstance(mark, bytes) else mark,
+                                        None)
+            if reached is not None:
+                reached.set()
+            return
+        self.flow.on_trace(props, body)
+
+    def catch_up(self, timeout: float) -> None:
+        """Until every copy the queue holds now is recorded: a mark goes in at the
+        queue's tail, and is waited for (at most `timeout` seconds)."""
+        connection = self._connection
+        if connection is None or not self.is_alive():
+            return
+        mark = os.urandom(8).hex()
+        reached = self._reached[mark] = threading.Event()
+
+        def publish() -> None:  # on the recorder's thread: pika's objects are its own
+            self._channel.basic_publish("", self.queue, b"", pika.BasicProperties(
+                headers={self.FLUSH_HEADER: mark}))
+
+        try:
+            connection.add_callback_threadsafe(publish)
+        except Exception:  # its connection just closed: nothing more will be recorded
+            return
+        reached.wait(timeout)
+        self._reached.pop(mark, None)
+
+
 class Services:
     def __init__(self, config: ServicesConfig, root: Path) -> None:
         self.secret = config.secret
@@ -468,9 +560,7 @@ class Services:
                 for name in list(self.flows):
                     with self.objects.lock:
                         self.objects.expire(name)
-            tracing = any(f.active and f.recording for f in self.flows.values())
-            time.sleep(min(0.2 if tracing else DRAIN_EVERY,
-                           _next_tick_in(self.flows.values(), time.monotonic())))
+            time.sleep(min(DRAIN_EVERY, _next_tick_in(self.flows.values(), time.monotonic())))
 
 
 def _next_tick_in(flows: Any, now: float) -> float:

@@ -5,6 +5,7 @@ while the last is unread, and one failing chore stopping none of the others."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import pika.exceptions
 import pytest
 
 from flowrun.contract.spec import AmqpAccess, FlowSpec, StepEntry
-from flowrun.services.state import Flow
+from flowrun.services.state import Flow, Recorder
 
 AMQP = AmqpAccess(host="broker", port=5672, management_port=15672, user="u", password="p")
 
@@ -129,3 +130,30 @@ def test_a_flow_taken_down_while_its_chores_run_is_no_error(
     monkeypatch.setattr(f, "channel", taken_down)
     f.look_after(AMQP, now=1.0)
     assert "Traceback" not in capsys.readouterr().out
+
+
+def _copy(key: str, headers: dict[str, Any]) -> Any:
+    """A firehose copy's properties: the publish's key and headers in its own."""
+    return SimpleNamespace(headers={"routing_keys": [key.encode()],
+                                    "properties": {"headers": headers}})
+
+
+def test_the_recorder_records_copies_and_sees_its_marks(
+        flow: tuple[Flow, FakeChannel]) -> None:
+    f, _ch = flow
+    recorder = Recorder(f, AMQP, "f:trace")
+    recorder._on_copy(None, None, _copy("f.clock.message", {"messageId": "m1"}), b"x")
+    recorder._on_copy(None, None, _copy("f.clock.live", {}), b"{}")  # not a message
+    reached = recorder._reached["abc"] = threading.Event()
+    recorder._on_copy(None, None, SimpleNamespace(
+        headers={Recorder.FLUSH_HEADER: b"abc"}), b"")
+    assert reached.is_set() and "abc" not in recorder._reached
+    assert [(r["step"], r["kind"], r["messageId"]) for r in f.trace] == [
+        ("clock", "message", "m1")]
+
+
+def test_a_flow_taken_down_stops_its_recorder(flow: tuple[Flow, FakeChannel]) -> None:
+    f, _ch = flow
+    recorder = f._recorder = Recorder(f, AMQP, "f:trace")
+    f.handed_over(None)
+    assert recorder.stop.is_set() and f._recorder is None
