@@ -48,6 +48,7 @@ class Confirms:
             # would sleep out its whole time limit; every step paid 0.1 s at start.
             connection.add_callback_threadsafe(_noop)
 
+        coalesce_writes(connection)
         self.impl.add_on_return_callback(self._on_return)
         self.impl.confirm_delivery(self._on_confirm, callback=on_ready)
         while not ready:
@@ -118,3 +119,35 @@ class Confirms:
 
 def _noop() -> None:
     pass
+
+
+COALESCE_BYTES = 256 * 1024
+
+
+def coalesce_writes(connection: Any) -> None:
+    """One socket write for what a batch publishes and acks, not one per frame set.
+
+    pika buffers each publish (and each ack) as a chunk of its own and, once the
+    socket is writable, sends the chunks one `send()` at a time: a batch of 50
+    outputs was 50 system calls and 50 TCP segments (TCP_NODELAY is on), the
+    largest part of a step's CPU under load (py-spy). Small chunks waiting
+    together are joined first (up to COALESCE_BYTES), so they leave in one.
+    Reaches into pika's plaintext transport (`_tx_buffers`, `_produce`); a pika
+    without them is left as it is (tests/unit/test_confirms.py notices)."""
+    transport: Any = getattr(getattr(connection, "_impl", None), "_transport", None)
+    buffers = getattr(transport, "_tx_buffers", None)
+    produce = getattr(transport, "_produce", None)
+    if buffers is None or produce is None:
+        return
+
+    def coalesced() -> None:
+        if len(buffers) > 1 and len(buffers[0]) < COALESCE_BYTES:
+            joined, size = [], 0
+            while buffers and size + len(buffers[0]) <= COALESCE_BYTES:
+                chunk = buffers.popleft()
+                joined.append(chunk)
+                size += len(chunk)
+            buffers.appendleft(b"".join(joined))
+        produce()
+
+    transport._produce = coalesced

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import gc
 import json
-from collections import deque
 import os
 import queue
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 

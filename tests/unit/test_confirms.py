@@ -5,15 +5,19 @@ installed here so that a pika that changes it fails here, not in a running flow.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+import pika.adapters.base_connection as base_connection
 import pika.adapters.blocking_connection as blocking
+import pika.adapters.utils.io_services_utils as io_services
 import pika.channel
 import pika.spec
 import pytest
 
-from flowrun.contract.confirms import Confirms
+from flowrun.contract.confirms import COALESCE_BYTES, Confirms, coalesce_writes
 
 
 def test_pikas_blocking_channel_still_wraps_an_async_channel() -> None:
@@ -127,3 +131,29 @@ def test_settled_is_the_last_publish_up_to_which_all_are_confirmed() -> None:
     assert confirms.settled() == 2
     impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=4, multiple=True)))
     assert confirms.settled() == 4 and confirms.unconfirmed == {}
+
+
+def test_pikas_transport_still_buffers_chunks_and_sends_them_in_produce() -> None:
+    transport = io_services._AsyncPlaintextTransport
+    assert "self._tx_buffers" in inspect.getsource(io_services._AsyncTransportBase.__init__)
+    assert "self._produce()" in inspect.getsource(transport._on_socket_writable)
+    assert "self._transport" in inspect.getsource(base_connection.BaseConnection.__init__)
+
+
+def test_small_chunks_waiting_together_leave_in_one_send() -> None:
+    sent: list[bytes] = []
+    buffers: deque[bytes] = deque()
+
+    def produce() -> None:  # pika's: one send() per chunk
+        while buffers:
+            sent.append(buffers.popleft())
+
+    transport = SimpleNamespace(_tx_buffers=buffers, _produce=produce)
+    coalesce_writes(SimpleNamespace(_impl=SimpleNamespace(_transport=transport)))
+    big = b"x" * COALESCE_BYTES
+    buffers.extend([b"publish 1", b"publish 2", b"ack", big, b"publish 3"])
+    transport._produce()
+    assert sent == [b"publish 1publish 2ack", big, b"publish 3"]
+    buffers.append(b"alone")
+    transport._produce()
+    assert sent[-1] == b"alone"
