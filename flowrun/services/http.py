@@ -200,8 +200,9 @@ def admin(flow: Flow, call: Call) -> tuple[int, Any]:
                 for what in ("flow", "snapshots", "hooks", "accounts", "errors"):
                     (flow.dir / f"{what}.json").unlink(missing_ok=True)
                 flow.snapshots, flow.hooks, flow.accounts, flow.errors = {}, {}, {}, {}
-                flow.trace.clear()
-                flow.trace_bytes = 0
+                with flow.trace_lock:
+                    flow.trace.clear()
+                    flow.trace_bytes = 0
             return 200, {"flow": flow.name, "purged": purge}
         if call.method == "GET":
             return 200, {"snapshots": flow.snapshots, "errors": flow.errors,

@@ -82,6 +82,9 @@ class Flow:
         self.connection: Any = None
         self._channel: Any = None
         self._recorder: Recorder | None = None  # the trace queue's consumer
+        # The trace ring has a lock of its own: the recorder must not wait behind a
+        # chore that holds the flow's lock across round trips to the broker.
+        self.trace_lock = threading.Lock()
         self.trace: deque[dict[str, Any]] = deque()
         self.trace_bytes = 0
         self.trace_seq = 0
@@ -257,11 +260,11 @@ class Flow:
         key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
         headers = (firehose.get("properties") or {}).get("headers") or {}
         step, kind = names.of_key(self.name, key) or ("?", "")
-        if names.is_reply_key(self.name, key):  # an answer to an HTTP request
+        if ":reply." in key and names.is_reply_key(self.name, key):  # an HTTP answer
             step, kind = str(headers.get("stepId") or "?"), "reply"
         if kind not in ("message", "error", "rebound", "reply"):
             return  # live announcements and snapshots are not messages of a thread
-        with self.lock:
+        with self.trace_lock:
             self._record(step, kind, headers, body)
 
     def _record(self, step: str, kind: str, headers: dict[str, Any], body: bytes) -> None:
@@ -347,8 +350,10 @@ class Flow:
         with its records in the order they were published (`extra`: dead letters,
         shown in the threads they belong to)."""
         by_thread: dict[str, list[dict[str, Any]]] = {}
-        known = {str(r.get("threadId")) for r in self.trace}
-        for record in [*self.trace, *(r for r in extra or []
+        with self.trace_lock:
+            recorded = list(self.trace)
+        known = {str(r.get("threadId")) for r in recorded}
+        for record in [*recorded, *(r for r in extra or []
                                        if str(r.get("threadId")) in known)]:
             tid = str(record.get("threadId") or record.get("messageId") or "?")
             if thread and not tid.startswith(thread):
