@@ -440,14 +440,15 @@ class Flow:
 
 
 class Recorder(threading.Thread):
-    """A flow's trace queue, consumed as the copies come in, on a connection of its
-    own. Read in bursts (it was every 0.2 s, by the chores' thread) the queue backs
-    up under load, and a copy that waits in a queue costs the broker a store and a
-    fetch; one handed straight to a waiting consumer costs neither (bench/profile.py:
-    the broker's CPU per message, recording on and off). Ends when told to, or when
-    its connection or the queue is lost (`missing`): the flow's chores start another."""
+    """A flow's trace queue, consumed on a connection and a thread of its own. The
+    broker hands each copy on as it comes in (a copy that waits in a queue costs it
+    a store and a fetch: bench/profile.py, the broker's CPU per message, recording
+    on and off); the recorder takes what its socket holds every PAUSE seconds.
+    Ends when told to, or when its connection or the queue is lost (`missing`): the
+    flow's chores start another."""
 
     FLUSH_HEADER = "x-flowrun-recorded-up-to"
+    PAUSE = 0.05  # seconds between takes of what came in
 
     def __init__(self, flow: Flow, amqp: AmqpAccess, queue: str) -> None:
         super().__init__(daemon=True, name=f"trace {flow.name}")
@@ -457,6 +458,7 @@ class Recorder(threading.Thread):
         self._connection: Any = None
         self._channel: Any = None
         self._reached: dict[str, threading.Event] = {}
+        self._copies = 0  # taken in so far (marks included)
 
     def run(self) -> None:
         connection = None
@@ -465,8 +467,15 @@ class Recorder(threading.Thread):
             self._channel = connection.channel()
             self._channel.basic_consume(self.queue, self._on_copy, auto_ack=True)
             self._connection = connection
-            while not self.stop.is_set():
-                connection.process_data_events(time_limit=0.5)
+            while not self.stop.wait(self.PAUSE):
+                # What came in meanwhile waits in the socket's buffer and is taken in
+                # one go: a wake-up per pause, not one per copy (at 100 msg/s through 5
+                # steps, 500 wake-ups a second cost the services more than the copies).
+                while True:
+                    seen = self._copies
+                    connection.process_data_events(time_limit=0)
+                    if self._copies == seen:
+                        break
         except pika.exceptions.ChannelClosedByBroker as e:
             self.missing = e.reply_code == 404
             if not self.missing:
@@ -483,6 +492,7 @@ class Recorder(threading.Thread):
                 pass
 
     def _on_copy(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        self._copies += 1
         mark = (props.headers or {}).get(self.FLUSH_HEADER)
         if mark is not None:
             reached = self._reached.pop(mark.decode() if isinstance(mark, bytes) else mark,
