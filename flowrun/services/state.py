@@ -236,7 +236,8 @@ class Flow:
         if recorder is not None and recorder.is_alive():
             return
         if recorder is not None and recorder.missing:
-            self.restore_trace(amqp)  # the broker restarted without it
+            with self.lock:  # on the flow's connection, which HTTP calls share
+                self.restore_trace(amqp)  # the broker restarted without it
         self._recorder = Recorder(self, amqp, queue)
         self._recorder.start()
 
@@ -483,7 +484,7 @@ class Recorder(threading.Thread):
         except (pika.exceptions.AMQPError, OSError):
             pass  # the broker away: the chores start another when it is back
         finally:
-            for reached in self._reached.values():
+            for reached in list(self._reached.values()):
                 reached.set()  # nobody waits for a recorder that ended
             try:
                 if connection is not None and connection.is_open:
