@@ -229,8 +229,7 @@ class Flow:
         a connection of its own); one that ended (the broker went away, or restarted
         without the queue) is started anew, the queue made again first if need be."""
         queue = self.spec.trace_queue if self.spec is not None else None
-        if queue is None:
-            self.stop_recording()
+        if queue is None:  # (handed_over stopped its recorder)
             return
         recorder = self._recorder
         if recorder is not None and recorder.is_alive():

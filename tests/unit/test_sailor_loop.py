@@ -161,10 +161,15 @@ def test_batches_are_acked_in_order_as_their_confirms_come_in(
 
 def test_an_output_that_came_back_holds_back_the_acks_after_it(
         sailor: runtime.Sailor) -> None:
-    sailor.confirms = FakeConfirms(come_back_first=1)  # type: ignore[assignment]
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    confirms.confirmed_up_to = 0  # the first batch's output not confirmed yet
     sailor._deliveries = [_delivery(1, 1)]
     sailor.process_batch()
-    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
-    # Sent again (a second publish) and waited for before the ack.
-    assert len(confirms.sent) == 2 and confirms.waits == 2
-    assert sailor.channel.acks == [(1, True)]
+    assert sailor.channel.acks == []
+    confirms.come_back = 1  # the second batch's output finds no queue
+    sailor._deliveries = [_delivery(2, 2)]
+    sailor.process_batch()
+    # No ack until the returned output is sent again and everything is confirmed;
+    # then one ack covers both batches.
+    assert len(confirms.sent) == 3 and confirms.sent[2][2] == confirms.sent[1][2]
+    assert confirms.waits == 2 and sailor.channel.acks == [(2, True)]
