@@ -24,7 +24,7 @@ from typing import Any
 
 from ..contract import LIVE_MARKER, STATE_FILE, files, names, wire
 from ..contract.confirms import Confirms, Outgoing
-from .amqp import pika  # pika without its asyncio adapter; pika.exceptions comes with it
+from . import amqp
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
 from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
@@ -282,7 +282,7 @@ class Sailor:
         assert self.confirms is not None
         self.confirms.publish(
             self.exchange, key, body,
-            pika.BasicProperties(
+            amqp.Properties(
                 delivery_mode=2, content_type="application/json", content_encoding="utf8",
                 message_id=headers.get("messageId"), headers=headers,
             ),
@@ -374,21 +374,18 @@ class Sailor:
         self.startup_data = self.runner.call_hook(startup, self.cfg) if callable(startup) else None
 
     def connect(self) -> None:
-        params = pika.URLParameters(self.amqp_uri)
-        params.heartbeat = 60
-        params.blocked_connection_timeout = 300
         delay = RECONNECT_DELAY
         said = 0.0
         while not self.stopping.is_set():
             try:
-                self.connection = pika.BlockingConnection(params)
+                self.connection = amqp.Connection(self.amqp_uri, heartbeat=60)
                 self.channel = self.connection.channel()
                 self.confirms = Confirms(self.connection, self.channel)
                 self._deliveries = []
                 self._unacked.clear()  # delivery tags are a channel's: the old ones are void
                 self._cancelled_by_broker = False
                 return
-            except (pika.exceptions.AMQPError, OSError) as e:
+            except (amqp.AMQPError, OSError) as e:
                 # OSError: while the broker's container restarts, its name on the flow's
                 # network does not resolve (gaierror); that is waiting too, not a crash
                 # (a crash would restart this process and lose a trigger's state).
@@ -449,8 +446,8 @@ class Sailor:
                     self.run_trigger()
                 else:
                     self.run_consumer()
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
-                    pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosedByBroker,
+            except (amqp.AMQPConnectionError, amqp.AMQPChannelError,
+                    amqp.StreamLostError, amqp.ConnectionClosedByBroker,
                     ConsumerCancelled) as e:
                 # The broker restarted or dropped us: unacked input goes back to its
                 # queue on the broker's side, so reconnecting loses nothing. A trigger
@@ -476,7 +473,7 @@ class Sailor:
         self.confirms.publish(self.exchange, live_key, json.dumps(
             {"step": self.step_id, "replica": self.replica, "pid": os.getpid(),
              "at": time.time()}).encode(),
-            pika.BasicProperties(delivery_mode=1, content_type="application/json"))
+            amqp.Properties(delivery_mode=1, content_type="application/json"))
         if not self.confirm_outputs():
             return
         self.live = True
@@ -494,7 +491,7 @@ class Sailor:
         # of the queue is what crashed us, only its delivery count grows, not that of a
         # whole prefetch of innocent messages, so only it reaches the dead-letter queue.
         self.channel.basic_qos(prefetch_count=1)
-        # The broker cancels a consumer whose queue is deleted; pika's blocking channel
+        # The broker cancels a consumer whose queue is deleted; the channel
         # then simply stops delivering. Noticed, it is a reason to connect anew.
         self.channel.add_on_cancel_callback(self.on_cancel)
         tag = self.channel.basic_consume(self.input_queue, self.on_delivery)
@@ -630,7 +627,7 @@ class Sailor:
         try:
             if self.connection and self.connection.is_open:
                 self.connection.close()
-        except pika.exceptions.AMQPError:
+        except amqp.AMQPError:
             pass
         self.runner.close()
         self.write_state()
