@@ -215,6 +215,34 @@ def _decode_method(payload: bytes) -> Method:  # noqa: C901 (one branch per meth
     return Method(f"{class_id}.{method_id}")
 
 
+def method_frame(out: bytearray, channel: int, class_id: int, method_id: int,
+                 args: bytes) -> None:
+    payload = _METHOD_ID.pack(class_id, method_id) + args
+    out += _FRAME.pack(METHOD, channel, len(payload))
+    out += payload
+    out.append(FRAME_END)
+
+
+def encode_publish(out: bytearray, channel: int, exchange: str, routing_key: str,
+                   body: bytes, properties: Properties, mandatory: bool,
+                   frame_max: int = FRAME_MAX) -> None:
+    """A publish's frames (method, content header, body in pieces) at the end of `out`."""
+    method_frame(out, channel, 60, 40, _H.pack(0) + _shortstr(exchange)
+                 + _shortstr(routing_key) + (b"\1" if mandatory else b"\0"))
+    at = len(out)
+    out += b"\0\0\0\0\0\0\0"  # the header frame's header, filled in below
+    out += _CONTENT.pack(60, 0, len(body))
+    properties.encode(out)
+    out[at:at + 7] = _FRAME.pack(HEADER, channel, len(out) - at - 7)
+    out.append(FRAME_END)
+    step = frame_max - 8
+    for start in range(0, len(body), step):
+        chunk = body[start:start + step]
+        out += _FRAME.pack(BODY, channel, len(chunk))
+        out += chunk
+        out.append(FRAME_END)
+
+
 # ------------------------------------------------------------ the connection
 
 def _noop() -> None:
@@ -425,23 +453,12 @@ class Connection:
     # -------------------------------------------------------- frames
 
     def _method(self, channel: int, class_id: int, method_id: int, args: bytes) -> None:
-        payload = _METHOD_ID.pack(class_id, method_id) + args
-        self._out += _FRAME.pack(METHOD, channel, len(payload)) + payload + b"\xce"
+        method_frame(self._out, channel, class_id, method_id, args)
 
-    def _content(self, channel: int, properties: Properties, body: bytes) -> None:
-        out = self._out
-        at = len(out)
-        out += b"\0\0\0\0\0\0\0"  # the header frame's header, filled in below
-        out += _CONTENT.pack(60, 0, len(body))
-        properties.encode(out)
-        out[at:at + 7] = _FRAME.pack(HEADER, channel, len(out) - at - 7)
-        out.append(FRAME_END)
-        step = self._frame_max - 8
-        for start in range(0, len(body), step):
-            chunk = body[start:start + step]
-            out += _FRAME.pack(BODY, channel, len(chunk))
-            out += chunk
-            out.append(FRAME_END)
+    def _publish(self, channel: int, exchange: str, routing_key: str, body: bytes,
+                 properties: Properties, mandatory: bool) -> None:
+        encode_publish(self._out, channel, exchange, routing_key, body, properties,
+                       mandatory, self._frame_max)
 
     def _handle_frames(self) -> None:
         data = self._in
@@ -565,9 +582,8 @@ class Channel:
     def basic_publish(self, exchange: str, routing_key: str, body: bytes,
                       properties: Properties | None = None, mandatory: bool = False) -> None:
         self._check()
-        self.connection._method(self.number, 60, 40, _H.pack(0) + _shortstr(exchange)
-                                + _shortstr(routing_key) + (b"\1" if mandatory else b"\0"))
-        self.connection._content(self.number, properties or Properties(), body)
+        self.connection._publish(self.number, exchange, routing_key, body,
+                                 properties or Properties(), mandatory)
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self._check()
