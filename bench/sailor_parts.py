@@ -4,8 +4,8 @@ the output message and its headers, encrypt, the AMQP frames and header table).
 
     python bench/sailor_parts.py [--messages N]
 
-Each part is run N times on a realistic message (the orders sample's), timed alone;
-The AMQP part is the sailor's own client's (flowrun/sailor/amqp.py): one publish's
+Each part is run N times on a realistic message (the orders sample's), timed alone.
+The AMQP part is the sailor's own client's (flowrun/contract/amqp.py): one publish's
 frames (method, header and body) as its publish writes them before the socket write,
 and a delivery's properties decoded; pika's, which the sailor used until issue 22,
 beside it for comparison (not in the total). The broker's side and the confirm's
@@ -29,8 +29,7 @@ import pika.frame  # noqa: E402
 import pika.spec  # noqa: E402
 
 from bench.run import render  # noqa: E402
-from flowrun.contract import wire  # noqa: E402
-from flowrun.sailor import amqp  # noqa: E402
+from flowrun.contract import amqp, wire  # noqa: E402
 from flowrun.sailor.function import Runner, as_message  # noqa: E402
 
 BODY = {"id": "o-1", "customer": {"first": "Ada", "last": "Lovelace",

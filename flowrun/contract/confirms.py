@@ -4,7 +4,7 @@ The one place flowrun reaches into pika's private API: `BlockingChannel._impl`,
 the async channel behind the blocking facade, which takes a confirm callback
 (`tests/unit/test_confirms.py` fails when pika changes it). Written against the
 objects it is handed, not against pika itself: the contract imports no library.
-The sailor hands it its own client's channel (flowrun/sailor/amqp.py), whose
+The sailor hands it a channel of flowrun's own client (contract/amqp.py), whose
 `_impl` is the channel itself.
 """
 

@@ -22,9 +22,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..contract import LIVE_MARKER, STATE_FILE, files, names, wire
+from ..contract import LIVE_MARKER, STATE_FILE, amqp, files, names, wire
 from ..contract.confirms import Confirms, Outgoing
-from . import amqp
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
 from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info

@@ -1,4 +1,4 @@
-"""The sailor's own AMQP client (flowrun/sailor/amqp.py, fields.py) against pika as the
+"""flowrun's own AMQP client (flowrun/contract/amqp.py, fields.py) against pika as the
 reference: field tables and properties encode to the bytes pika writes and decode to
 what pika reads; and the client, facing a scripted broker whose frames pika marshals,
 logs in, consumes, confirms, and reports the broker's closes as pika's names."""
@@ -16,8 +16,8 @@ import pika.frame
 import pika.spec
 import pytest
 
+from flowrun.contract import amqp, fields
 from flowrun.contract.confirms import Confirms
-from flowrun.sailor import amqp, fields
 
 HEADERS: list[dict[str, Any]] = [
     {},

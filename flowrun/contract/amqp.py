@@ -1,4 +1,4 @@
-"""The sailor's AMQP 0-9-1 client: one connection, one channel, blocking, in one thread.
+"""flowrun's own AMQP 0-9-1 client: one connection, one channel, blocking, in one thread.
 
 What a step needs and nothing more: log in (PLAIN), one channel in confirm mode,
 prefetch, consume, publish (mandatory), ack and nack, heartbeats, and the broker's
@@ -6,8 +6,9 @@ word when it closes the channel or the connection, cancels the consumer, returns
 message or confirms one. It replaced pika in the sailor (issue 22): pika was about
 half of a step's CPU per message (marshalling each publish, decoding each delivery's
 header table, its I/O loop with a `send()` per frame set) and a third of a sailor's
-start (its imports). The host and the platform services keep pika; the wire they
-all speak is the same (headers decode as pika decodes them: fields.py).
+start (its imports). The platform services' trace recorder reads the firehose with
+it too; the host and the rest of the services keep pika. The wire they all speak is
+the same (headers decode as pika decodes them: fields.py).
 
 Writes wait in a buffer until the connection next waits for the broker (a batch's
 publishes and acks leave in one `send()`); while they go out, what comes in is read
