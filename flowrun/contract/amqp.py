@@ -246,10 +246,6 @@ def encode_publish(out: bytearray, channel: int, exchange: str, routing_key: str
 
 # ------------------------------------------------------------ the connection
 
-def _noop() -> None:
-    pass
-
-
 class Connection:
     """A connection to `uri` (amqp://user:password@host:port/vhost) with one channel."""
 
@@ -292,7 +288,7 @@ class Connection:
         start = self._await_connection("Connection.Start", deadline)
         if b"PLAIN" not in start.mechanisms.split():
             raise AMQPConnectionError(f"the broker offers no PLAIN login: {start.mechanisms!r}")
-        properties = {"product": "flowrun-sailor", "platform": "Python", "capabilities": {
+        properties = {"product": "flowrun", "platform": "Python", "capabilities": {
             "publisher_confirms": True, "basic.nack": True, "consumer_cancel_notify": True,
             "authentication_failure_close": True}}
         self._method(0, 10, 11, _table(properties) + _shortstr("PLAIN")
@@ -397,9 +393,6 @@ class Connection:
         if self._heartbeat:
             if now - self._last_sent > self._heartbeat / 2:
                 self._out += b"\x08\x00\x00\x00\x00\x00\x00\xce"
-            if now - self._last_received > self._heartbeat * 2 + 5:
-                silent = now - self._last_received
-                raise StreamLostError(f"no word from the broker in {silent:.0f} s")
             timeout = min(timeout, self._heartbeat / 2)
         self._flush()
         if self._callbacks:
@@ -413,6 +406,12 @@ class Connection:
                 pass
         if sock in readable:
             self._receive()
+        elif self._heartbeat:
+            # Judged after reading, not before: after a long call of the function, what
+            # the broker sent meanwhile (its heartbeats) waits in the socket.
+            silent = time.monotonic() - self._last_received
+            if silent > self._heartbeat * 2 + 5:
+                self._lost(f"no word from the broker in {silent:.0f} s")
         self._handle_frames()
         while self._callbacks:
             self._callbacks.popleft()()
