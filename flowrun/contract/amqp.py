@@ -66,20 +66,22 @@ class StreamLostError(AMQPConnectionError):
     pass
 
 
-class ConnectionClosedByBroker(AMQPConnectionError):
+class _ClosedByBroker(AMQPError):
     def __init__(self, reply_code: int, reply_text: str) -> None:
         super().__init__(f"({reply_code}) {reply_text}")
         self.reply_code, self.reply_text = reply_code, reply_text
+
+
+class ConnectionClosedByBroker(_ClosedByBroker, AMQPConnectionError):
+    pass
 
 
 class AMQPChannelError(AMQPError):
     pass
 
 
-class ChannelClosedByBroker(AMQPChannelError):
-    def __init__(self, reply_code: int, reply_text: str) -> None:
-        super().__init__(f"({reply_code}) {reply_text}")
-        self.reply_code, self.reply_text = reply_code, reply_text
+class ChannelClosedByBroker(_ClosedByBroker, AMQPChannelError):
+    pass
 
 
 # ------------------------------------------------------------ the broker's methods

@@ -34,15 +34,19 @@ def decode_table(data: bytes, offset: int) -> tuple[dict[str, Any], int]:
         raise FieldError("a field table runs past its frame")
     table: dict[str, Any] = {}
     while offset < end:
-        length = data[offset]
-        raw_key = data[offset + 1:offset + 1 + length]
-        offset += 1 + length
-        try:
-            key: Any = raw_key.decode()
-        except UnicodeDecodeError:
-            key = bytes(raw_key)
+        key, offset = _short_string(data, offset)
         table[key], offset = _decode_value(data, offset)
     return table, offset
+
+
+def _short_string(data: bytes, offset: int) -> tuple[Any, int]:
+    """A length octet, then the bytes: `str` when they are UTF-8, else `bytes`."""
+    end = offset + 1 + data[offset]
+    raw = data[offset + 1:end]
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError:
+        return bytes(raw), end
 
 
 def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
@@ -217,14 +221,9 @@ class Properties:
         for bit, (name, kind) in enumerate(PROPERTIES):
             if not flags & (1 << (15 - bit)):
                 continue
+            value: Any
             if kind == _SHORT:
-                length = data[offset]
-                raw = data[offset + 1:offset + 1 + length]
-                offset += 1 + length
-                try:
-                    value: Any = raw.decode()
-                except UnicodeDecodeError:
-                    value = bytes(raw)
+                value, offset = _short_string(data, offset)
             elif kind == _TABLE:
                 value, offset = decode_table(data, offset)
             elif kind == _OCTET:
