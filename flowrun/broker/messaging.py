@@ -19,7 +19,7 @@ import pika
 
 from flowrun.broker.platform import message_keys
 from flowrun.broker.server import MAX_MESSAGE_BYTES, Broker
-from flowrun.contract import names, wire
+from flowrun.contract import names, traced, wire
 from flowrun.contract.confirms import Confirms
 from flowrun.errors import BadInput, FlowFailed
 
@@ -124,15 +124,27 @@ class Sender:
         self.connection = broker.connect(flow)
         self.channel = self.connection.channel()
         self.confirms = Confirms(self.connection, self.channel)
+        # What is sent is told to the flow's trace as the sailors tell theirs
+        # (contract/traced.py); the exchange made here too for a flow brought up by a
+        # flowrun from before it had one.
+        self.trace_exchange = names.trace_exchange(flow)
+        self.channel.exchange_declare(self.trace_exchange, exchange_type="fanout", durable=True)
+        self.user = broker.host_parameters(flow).credentials.username
+        self.traced: list[bytes] = []
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
-        self.confirms.publish(
-            names.step_exchange(self.flow, as_step), data_key(self.flow, as_step),
-            encode(self.keys, message), properties_for(self.flow, as_step, message))
+        key, body = data_key(self.flow, as_step), encode(self.keys, message)
+        properties = properties_for(self.flow, as_step, message)
+        self.confirms.publish(names.step_exchange(self.flow, as_step), key, body, properties)
+        self.traced.append(traced.record(key, properties.headers, body))
         if len(self.confirms.unconfirmed) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:
+        if self.traced:
+            batch, self.traced = b"".join(self.traced), []
+            self.confirms.publish_lossy(self.trace_exchange, "", batch, pika.BasicProperties(
+                delivery_mode=1, user_id=self.user))
         try:
             failed = self.confirms.wait(self.timeout)
         except TimeoutError:

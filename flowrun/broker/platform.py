@@ -139,8 +139,9 @@ def flow_spec(plan: Plan) -> FlowSpec:
         trace_queue=names.trace_queue(plan.flow) if plan.trace else None,
         # How the trace queue is made, for the services to make it again after a
         # broker restart (which loses it, and the vhost's firehose with it).
-        trace=TraceSpec(arguments=trace_queue_arguments(), exchange=names.FIREHOSE_EXCHANGE,
-                        key=names.firehose_key(plan.flow)) if plan.trace else None,
+        trace=TraceSpec(arguments=trace_queue_arguments(),
+                        exchange=names.trace_exchange(plan.flow),
+                        firehose_keys=plan.firehose_keys) if plan.trace else None,
         webhook=webhook)
 
 

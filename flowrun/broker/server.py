@@ -175,7 +175,8 @@ class Broker:
         """`tracing`: RabbitMQ's firehose for the vhost, which copies every publish to
         amq.rabbitmq.trace without being a route of it: a publish that reaches no queue
         of the flow still comes back to its sender (a queue bound to the flow's own
-        exchange would have taken it, and hidden the loss)."""
+        exchange would have taken it, and hidden the loss). On only for a flow with
+        Node.js steps: flowrun's own publishers send trace batches instead."""
         vhost = _q(names.vhost(flow))
         self.management.call("PUT", f"vhosts/{vhost}", {"tracing": tracing})
         self.management.call("PUT", f"permissions/{vhost}/{ADMIN_USER}",
@@ -196,9 +197,11 @@ class Broker:
             exchange = names.step_exchange(flow, step)
             wanted_users.append((user, self.step_password(flow, step)))
             # It writes to its own exchange only, which leads only where its own keys
-            # do (CC and BCC keys included: see names.step_exchange).
+            # do (CC and BCC keys included: see names.step_exchange), and to the flow's
+            # trace exchange, which leads to the trace queue alone.
+            writes = f"{re.escape(exchange)}|{re.escape(names.trace_exchange(flow))}"
             wanted_permissions.append({"user": user, "vhost": vhost, "configure": "^$",
-                                       "write": f"^{re.escape(exchange)}$",
+                                       "write": f"^(?:{writes})$",
                                        "read": names.step_read_pattern(flow, step)})
             # Topic authorisation: there, only its own routing keys.
             wanted_topics.append({"user": user, "vhost": vhost, "exchange": exchange,

@@ -49,16 +49,22 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         ch.queue_declare(names.live_queue(flow), durable=True, arguments={
             "x-max-length": OUTPUT_KEEP, "x-overflow": "drop-head",
             "x-message-ttl": LIVE_TTL_MS})
+        # Trace batches (contract/traced.py) go here whether or not the flow records
+        # them: with the trace off nothing is bound, and the broker drops them.
+        trace_exchange, trace_queue = names.trace_exchange(flow), names.trace_queue(flow)
+        ch.exchange_declare(trace_exchange, exchange_type="fanout", durable=True)
+        firehose_keys = set(plan.firehose_keys)
         if plan.trace:
-            # Not durable: its copies of persistent messages are never written to disk.
-            # Fed by the vhost's firehose (see Broker.ensure_vhost), never by a binding
-            # on a step's exchange: that would count as a route for every publish.
-            ch.queue_declare(names.trace_queue(flow), durable=False,
-                             arguments=trace_queue_arguments())
-            ch.queue_bind(names.trace_queue(flow), names.FIREHOSE_EXCHANGE,
-                          routing_key=names.firehose_key(flow))
+            # Not durable: its records of persistent messages are never written to disk.
+            # Fed by the trace exchange and by the vhost's firehose (see
+            # Broker.ensure_vhost), never by a binding on a step's exchange: that would
+            # count as a route for every publish, and hide one that reaches no queue.
+            ch.queue_declare(trace_queue, durable=False, arguments=trace_queue_arguments())
+            ch.queue_bind(trace_queue, trace_exchange)
+            for key in sorted(firehose_keys):
+                ch.queue_bind(trace_queue, names.FIREHOSE_EXCHANGE, routing_key=key)
         else:
-            ch.queue_delete(names.trace_queue(flow))
+            ch.queue_delete(trace_queue)
         if plan.replies:
             # Answers to HTTP requests, from any step (a reply step's answer, any
             # step's error). Durable, with its bindings: a broker restart must not leave
@@ -106,6 +112,12 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         gone: set[str] = set()
         for b in broker.bindings(flow):
             source = b.get("source") or ""
+            if (source == names.FIREHOSE_EXCHANGE and b.get("destination") == trace_queue
+                    and b.get("routing_key") not in firehose_keys):
+                # A step that left the flow or no longer runs on the platform's sailor,
+                # or the one pattern for every step exchange of a flow made before.
+                ch.queue_unbind(b["destination"], source, routing_key=b["routing_key"])
+                continue
             if b.get("destination_type") != "queue" or not _of_flow(flow, source):
                 continue
             if source not in exchanges:

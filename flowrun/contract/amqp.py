@@ -254,6 +254,7 @@ class Connection:
     def __init__(self, uri: str, heartbeat: int = 60, timeout: float = 10.0) -> None:
         parts = urlsplit(uri)
         self.vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        self.user = unquote(parts.username or "guest")  # what the broker checks user_id against
         self._heartbeat = heartbeat
         self._frame_max = FRAME_MAX
         self._in = bytearray()
@@ -277,7 +278,7 @@ class Connection:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock.setblocking(False)
             self._last_sent = self._last_received = time.monotonic()
-            self._open(unquote(parts.username or "guest"), unquote(parts.password or "guest"),
+            self._open(self.user, unquote(parts.password or "guest"),
                        time.monotonic() + timeout)
         except BaseException:
             self._drop()

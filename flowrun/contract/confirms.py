@@ -37,7 +37,7 @@ class Confirms:
         self.connection = connection
         self.impl = channel._impl  # pika's async Channel behind the blocking facade
         self.published = 0
-        self.unconfirmed: dict[int, Outgoing] = {}
+        self.unconfirmed: dict[int, Outgoing | None] = {}  # None: publish_lossy
         self.failed: list[Outgoing] = []
         # Per publish with a `done` callback; its properties must carry a message_id
         # (what a returned message is known by: the broker sends it back decoded anew).
@@ -96,6 +96,15 @@ class Confirms:
         if done is not None:
             self.callbacks[self.published] = done
 
+    def publish_lossy(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
+        """A publish that may reach no queue and is never sent again (a trace batch,
+        which with the trace off is bound to nothing): not mandatory, and what the
+        broker nacks or a lost connection takes is gone. Counted and confirmed in turn
+        with the others, so `settled()` still says what may be acked."""
+        self.impl.basic_publish(exchange, key, body, properties, mandatory=False)
+        self.published += 1
+        self.unconfirmed[self.published] = None
+
     def settled(self) -> int:
         """The number of the last publish up to which every publish is confirmed (one
         that came back or was nacked is in `failed` by then): what a publisher that
@@ -116,7 +125,7 @@ class Confirms:
 
     def unsent(self) -> list[Outgoing]:
         """After a lost connection: what may not have reached a queue."""
-        return [*self.failed, *self.unconfirmed.values()]
+        return [*self.failed, *(m for m in self.unconfirmed.values() if m is not None)]
 
 
 def _noop() -> None:

@@ -146,19 +146,29 @@ def error_tally_queue(flow: str) -> str:
 
 
 def trace_queue(flow: str) -> str:
-    """A copy of every publish to the flow's exchange (RabbitMQ's firehose), for
-    `flowrun trace`: bounded, not durable (a copy need not cost a disk write),
-    drained by the platform services."""
+    """A record of every message the flow's steps publish, for `flowrun trace`:
+    bounded, not durable (a record need not cost a disk write), drained by the
+    platform services. Fed by the flow's trace exchange (flowrun's publishers say
+    what they published: contract/traced.py) and by the firehose (the Node.js steps'
+    publishes)."""
+    return f"{flow}:trace"
+
+
+def trace_exchange(flow: str) -> str:
+    """Where flowrun's own publishers send their trace batches (a fanout to the
+    trace queue; with the trace off, to nothing). Named like a queue, not like a
+    step exchange: no step's exchange pattern (`<flow>.<step>`) takes it in."""
     return f"{flow}:trace"
 
 
 FIREHOSE_EXCHANGE = "amq.rabbitmq.trace"
 
 
-def firehose_key(flow: str) -> str:
-    """Binding key for the firehose's copies of publishes to any of the flow's step
-    exchanges (the firehose's routing key is `publish.<exchange>`)."""
-    return f"publish.{flow}.#"
+def firehose_key(flow: str, step: str) -> str:
+    """Binding key for the firehose's copies of the publishes to one step's exchange
+    (the firehose's routing key is `publish.<exchange>`): bound for the steps whose
+    publisher cannot send trace batches (the platform's Node.js sailor)."""
+    return f"publish.{step_exchange(flow, step)}"
 
 
 def dead_letter_queue(flow: str) -> str:

@@ -36,17 +36,20 @@ def _field(data: Any, key: str, kind: type | tuple[type, ...], where: str,
 @dataclass(frozen=True)
 class TraceSpec:
     """How the trace queue is made (the services make it again after a broker
-    restart, which loses it and the vhost's firehose)."""
+    restart, which loses it and the vhost's firehose): bound to the flow's trace
+    exchange, and to the firehose for the steps that cannot send trace batches."""
 
     arguments: dict[str, Any]
     exchange: str
-    key: str
+    firehose_keys: list[str]
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> TraceSpec:
+        keys = _field(data, "firehose_keys", list, where)
+        if not all(isinstance(k, str) for k in keys):
+            raise SpecError(f"{where}.firehose_keys: expected a list of strings")
         return cls(arguments=_field(data, "arguments", dict, where),
-                   exchange=_field(data, "exchange", str, where),
-                   key=_field(data, "key", str, where))
+                   exchange=_field(data, "exchange", str, where), firehose_keys=keys)
 
 
 @dataclass(frozen=True)

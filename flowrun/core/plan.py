@@ -183,6 +183,16 @@ class Plan:
     def snapshot_queue(self) -> str:
         return names.snapshot_queue(self.flow)
 
+    @property
+    def firehose_keys(self) -> list[str]:
+        """With the trace on, the firehose's keys for the publishes flowrun's own
+        publishers do not record themselves (contract/traced.py): those of the
+        platform's Node.js sailor, left as the platform has it."""
+        if not self.trace:
+            return []
+        return [names.firehose_key(self.flow, s.id) for s in self.steps
+                if s.runtime is Runtime.NODE]
+
     def step(self, step_id: str) -> RealStep | None:
         return next((s for s in self.steps if s.id == step_id), None)
 

@@ -22,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..contract import LIVE_MARKER, STATE_FILE, amqp, files, names, wire
+from ..contract import LIVE_MARKER, STATE_FILE, amqp, files, names, traced, wire
 from ..contract.confirms import Confirms, Outgoing
 from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
@@ -152,6 +152,9 @@ class Sailor:
         self.channel: Any = None
         self.confirms: Confirms | None = None
         self._deliveries: list[tuple[Any, Any, bytes]] = []
+        # Records of what was published since the last trace batch (contract/traced.py).
+        self.trace_exchange = names.trace_exchange(self.flow_id)
+        self._traced: list[bytes] = []
         # Inputs processed, not yet acked: (delivery tag of a batch's last input, the
         # number of its last output's publish), oldest first.
         self._unacked: deque[tuple[int, int]] = deque()
@@ -286,6 +289,20 @@ class Sailor:
                 message_id=headers.get("messageId"), headers=headers,
             ),
         )
+        if key != self.keys["snapshot"]:  # a snapshot is no message of a thread
+            self._traced.append(traced.record(key, headers, body))
+
+    def _send_trace(self) -> None:
+        """What was published since the last batch, told to the trace in one message,
+        written with the publishes it records (one per batch of inputs, where the
+        firehose made one per publish). Its user_id is checked by the broker: the
+        services take it as this step's word about its own publishes."""
+        if not self._traced:
+            return
+        assert self.confirms is not None
+        batch, self._traced = b"".join(self._traced), []
+        self.confirms.publish_lossy(self.trace_exchange, "", batch, amqp.Properties(
+            delivery_mode=1, user_id=self.connection.user))
 
     def _flush_foreign(self) -> None:
         published = False
@@ -305,6 +322,7 @@ class Sailor:
         and the input it came from stays unacked meanwhile. False when asked to stop
         before that: the input then goes back to its queue."""
         assert self.confirms is not None
+        self._send_trace()
         delay = 0.2
         while True:
             failed = self.confirms.wait()
@@ -381,6 +399,7 @@ class Sailor:
                 self.channel = self.connection.channel()
                 self.confirms = Confirms(self.connection, self.channel)
                 self._deliveries = []
+                self._traced = []  # (a trigger's carried outputs were recorded when sent)
                 self._unacked.clear()  # delivery tags are a channel's: the old ones are void
                 self._cancelled_by_broker = False
                 return
@@ -555,6 +574,7 @@ class Sailor:
             self.beat = time.time()
         assert self.confirms is not None
         self._unacked.append((batch[-1][0].delivery_tag, self.confirms.published))
+        self._send_trace()  # (its confirm holds back no ack)
         self.ack_confirmed(wait)
         return True
 

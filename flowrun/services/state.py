@@ -21,7 +21,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, amqp, names, wire
+from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, amqp, names, traced, wire
 from ..contract.http import basic, request_json
 from ..contract.spec import AmqpAccess, FlowSpec, ServicesConfig, SpecError
 from ..contract.wire import admin_token, api_key
@@ -184,17 +184,21 @@ class Flow:
     def restore_trace(self, amqp: AmqpAccess) -> None:
         """What a broker restart loses of a flow's trace, made again: RabbitMQ keeps
         neither a vhost's firehose setting nor a non-durable queue across a restart
-        (the trace queue is not durable: its copies need no disk write)."""
+        (the trace queue is not durable: its records need no disk write)."""
         queue, spec = self._spec().trace_queue, self._spec().trace
         if queue is None or spec is None:
             return
-        vhost = urllib.parse.quote(self._spec().vhost, safe="")
-        request_json(f"http://{amqp.host}:{amqp.management_port}/api/vhosts/{vhost}", "PUT",
-                     {"tracing": True}, authorization=basic(amqp.user, amqp.password),
-                     timeout=5)
+        if spec.firehose_keys:
+            vhost = urllib.parse.quote(self._spec().vhost, safe="")
+            request_json(f"http://{amqp.host}:{amqp.management_port}/api/vhosts/{vhost}",
+                         "PUT", {"tracing": True},
+                         authorization=basic(amqp.user, amqp.password), timeout=5)
         ch = self.channel(amqp)
         ch.queue_declare(queue, durable=False, arguments=spec.arguments)
-        ch.queue_bind(queue, spec.exchange, routing_key=spec.key)
+        ch.exchange_declare(spec.exchange, exchange_type="fanout", durable=True)
+        ch.queue_bind(queue, spec.exchange)
+        for key in spec.firehose_keys:
+            ch.queue_bind(queue, names.FIREHOSE_EXCHANGE, routing_key=key)
         log(f"flow {self.name}: trace recording restored")
 
     def drain_snapshots(self, amqp: AmqpAccess) -> None:
@@ -263,18 +267,44 @@ class Flow:
         if recorder is not None and recorder.is_alive():
             recorder.catch_up(timeout)
 
-    def on_trace(self, props: Any, body: bytes) -> None:
-        """One firehose copy, recorded (the Recorder's thread): the publish's routing
-        key and properties are in its headers."""
-        firehose = props.headers or {}
-        keys = firehose.get("routing_keys") or [b""]
-        key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
-        headers = (firehose.get("properties") or {}).get("headers") or {}
+    def on_trace(self, exchange: str, props: Any, body: bytes, admin: str) -> None:
+        """What came in on the trace queue (the Recorder's thread): a trace batch from
+        one of flowrun's publishers, or the firehose's copy of a Node.js step's
+        publish."""
+        if exchange == names.FIREHOSE_EXCHANGE:
+            firehose = props.headers or {}
+            keys = firehose.get("routing_keys") or [b""]
+            key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
+            headers = (firehose.get("properties") or {}).get("headers") or {}
+            self._on_publish(None, key, headers, body)
+            return
+        # A batch: the broker checked its user_id against its sender's login. A step
+        # speaks for its own publishes only; flowrun's host (the broker's admin, as
+        # the services are) for any.
+        user = props.user_id.decode() if isinstance(props.user_id, bytes) else props.user_id
+        if not user:
+            return
+        prefix = f"{self.name}."
+        sender = user[len(prefix):] if user.startswith(prefix) else None
+        if not sender and user != admin:
+            return
+        try:
+            for key, headers, published in traced.records(body):
+                self._on_publish(sender, key, headers, published)
+        except traced.TraceBatchError as e:
+            log(f"flow {self.name}: trace: a batch from {user} not read ({e})")
+
+    def _on_publish(self, sender: str | None, key: str, headers: dict[str, Any],
+                    body: bytes) -> None:
+        """One publish, recorded if it is a message of a thread (`sender`: the step
+        whose user sent the record, None for flowrun's host and the firehose)."""
         step, kind = names.of_key(self.name, key) or ("?", "")
         if ":reply." in key and names.is_reply_key(self.name, key):  # an HTTP answer
             step, kind = str(headers.get("stepId") or "?"), "reply"
         if kind not in ("message", "error", "rebound", "reply"):
             return  # live announcements and snapshots are not messages of a thread
+        if sender is not None and step != sender:
+            return  # a step's record of another step's publish: not its to give
         with self.trace_lock:
             self._record(step, kind, headers, body)
 
@@ -511,7 +541,7 @@ class Recorder(threading.Thread):
             if reached is not None:
                 reached.set()
             return
-        self.flow.on_trace(props, body)
+        self.flow.on_trace(method.exchange, props, body, self.amqp.user)
 
     def catch_up(self, timeout: float) -> None:
         """Until every copy the queue holds now is recorded: a mark goes in at the

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flowrun.contract import wire
+from flowrun.contract import traced, wire
 from flowrun.sailor import runtime
 
 KEYS = wire.Keys("password", "0123456789abcdef")
@@ -25,6 +25,7 @@ class FakeConfirms:
 
     def __init__(self, come_back_first: int = 0) -> None:
         self.sent: list[tuple[str, str, bytes, Any]] = []
+        self.traced: list[tuple[str, str, bytes, Any]] = []  # trace batches
         self.published = 0
         self.failed: list[tuple[str, str, bytes, Any]] = []
         self.come_back = come_back_first
@@ -37,6 +38,10 @@ class FakeConfirms:
         if self.come_back:
             self.come_back -= 1
             self.failed.append(self.sent[-1])
+
+    def publish_lossy(self, exchange: str, key: str, body: bytes, properties: Any) -> None:
+        self.traced.append((exchange, key, body, properties))
+        self.published += 1
 
     def settled(self) -> int:
         return self.published if self.confirmed_up_to is None else self.confirmed_up_to
@@ -80,7 +85,7 @@ def sailor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runtime.Sailor:
     module.process = lambda msg, cfg: {"n": msg["body"]["n"] + cfg["add"]}  # type: ignore
     s.module = module
     s.channel = FakeChannel()
-    s.connection = SimpleNamespace(sleep=lambda seconds: None)
+    s.connection = SimpleNamespace(sleep=lambda seconds: None, user="f.a")
     s.confirms = FakeConfirms()  # type: ignore[assignment]
     return s
 
@@ -104,6 +109,24 @@ def test_a_batch_is_acked_once_after_its_outputs_are_confirmed(
                        ("f.a.message", {"n": 42}, "m2", "t1")]
     assert sailor.channel.acks == [(2, True)] and confirms.waits == 0
     assert sailor.counters["processed"] == 2
+
+
+def test_a_batch_s_publishes_are_told_to_the_trace_in_one_message_after_them(
+        sailor: runtime.Sailor) -> None:
+    sailor._deliveries = [_delivery(1, 1), _delivery(2, 41)]
+    sailor.process_batch()
+    confirms: FakeConfirms = sailor.confirms  # type: ignore[assignment]
+    [(exchange, _key, batch, props)] = confirms.traced
+    assert exchange == "f:trace" and props.user_id == "f.a" and confirms.published == 3
+    recorded = [(key, headers["messageId"], headers["parentMessageId"], body)
+                for key, headers, body in traced.records(batch)]
+    assert recorded == [("f.a.message", p.headers["messageId"], p.headers["parentMessageId"],
+                         body) for _x, _k, body, p in confirms.sent]
+    sailor._deliveries = [_delivery(3, 1)]
+    sailor.channel.acks.clear()
+    sailor.process_batch()
+    assert len(confirms.traced) == 2  # each batch its own, nothing recorded twice
+    assert len(list(traced.records(confirms.traced[1][2]))) == 1
 
 
 def test_an_output_that_came_back_is_sent_again_before_the_ack(

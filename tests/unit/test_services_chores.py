@@ -13,6 +13,7 @@ from typing import Any
 import pika.exceptions
 import pytest
 
+from flowrun.contract import names, traced
 from flowrun.contract.spec import AmqpAccess, FlowSpec, StepEntry
 from flowrun.services.state import Flow, Recorder
 
@@ -138,18 +139,64 @@ def _copy(key: str, headers: dict[str, Any]) -> Any:
                                     "properties": {"headers": headers}})
 
 
+FIREHOSE = SimpleNamespace(exchange=names.FIREHOSE_EXCHANGE)
+BATCHES = SimpleNamespace(exchange=names.trace_exchange("f"))
+
+
 def test_the_recorder_records_copies_and_sees_its_marks(
         flow: tuple[Flow, FakeChannel]) -> None:
     f, _ch = flow
     recorder = Recorder(f, AMQP, "f:trace")
-    recorder._on_copy(None, None, _copy("f.clock.message", {"messageId": "m1"}), b"x")
-    recorder._on_copy(None, None, _copy("f.clock.live", {}), b"{}")  # not a message
+    recorder._on_copy(None, FIREHOSE, _copy("f.clock.message", {"messageId": "m1"}), b"x")
+    recorder._on_copy(None, FIREHOSE, _copy("f.clock.live", {}), b"{}")  # not a message
     reached = recorder._reached["abc"] = threading.Event()
-    recorder._on_copy(None, None, SimpleNamespace(
+    recorder._on_copy(None, SimpleNamespace(exchange=""), SimpleNamespace(
         headers={Recorder.FLUSH_HEADER: b"abc"}), b"")
     assert reached.is_set() and "abc" not in recorder._reached
     assert [(r["step"], r["kind"], r["messageId"]) for r in f.trace] == [
         ("clock", "message", "m1")]
+
+
+def _batch(*publishes: tuple[str, dict[str, Any], bytes]) -> bytes:
+    return b"".join(traced.record(key, headers, body) for key, headers, body in publishes)
+
+
+def test_the_recorder_takes_each_record_of_a_step_s_batch(
+        flow: tuple[Flow, FakeChannel]) -> None:
+    f, _ch = flow
+    recorder = Recorder(f, AMQP, "f:trace")
+    batch = _batch(("f.a.message", {"messageId": "m1", "threadId": "t", "x-other": 1}, b"one"),
+                   ("f.a.snapshot", {}, b"{}"),  # not a message of a thread
+                   ("f.a.error", {"messageId": "m2", "parentMessageId": "m1"}, b"two"))
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id="f.a"), batch)
+    assert [(r["step"], r["kind"], r["messageId"], r["raw"]) for r in f.trace] == [
+        ("a", "message", "m1", b"one"), ("a", "error", "m2", b"two")]
+    assert f.trace[1]["parentMessageId"] == "m1" and f.trace[0]["threadId"] == "t"
+
+
+def test_a_step_speaks_for_its_own_publishes_only(flow: tuple[Flow, FakeChannel]) -> None:
+    f, _ch = flow
+    recorder = Recorder(f, AMQP, "f:trace")
+    claims = _batch(("f.b.message", {"messageId": "forged"}, b"x"),
+                    ("f.a.message", {"messageId": "mine"}, b"y"))
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id="f.a"), claims)
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id=None), claims)
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id="g.b"), claims)
+    assert [r["messageId"] for r in f.trace] == ["mine"]
+    # flowrun's host sends as any step, as the broker's admin (the services' user)
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id=AMQP.user), claims)
+    assert [r["messageId"] for r in f.trace] == ["mine", "forged", "mine"]
+
+
+def test_a_batch_cut_short_keeps_what_came_before_the_cut(
+        flow: tuple[Flow, FakeChannel], capsys: pytest.CaptureFixture[str]) -> None:
+    f, _ch = flow
+    recorder = Recorder(f, AMQP, "f:trace")
+    batch = _batch(("f.a.message", {"messageId": "m1"}, b"one"),
+                   ("f.a.message", {"messageId": "m2"}, b"two"))
+    recorder._on_copy(None, BATCHES, SimpleNamespace(headers=None, user_id="f.a"), batch[:-1])
+    assert [r["messageId"] for r in f.trace] == ["m1"]
+    assert "not read (a record of" in capsys.readouterr().out
 
 
 def test_a_flow_taken_down_stops_its_recorder(flow: tuple[Flow, FakeChannel]) -> None:
