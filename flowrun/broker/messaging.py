@@ -136,7 +136,7 @@ class Sender:
         key, body = data_key(self.flow, as_step), encode(self.keys, message)
         properties = properties_for(self.flow, as_step, message)
         self.confirms.publish(names.step_exchange(self.flow, as_step), key, body, properties)
-        self.traced.append(traced.record(key, properties.headers, body))
+        self.traced.append(traced.record(key, properties.headers, body, wire.now_ms()))
         if len(self.confirms.unconfirmed) >= self.BATCH:
             self.flush()
 

@@ -155,6 +155,8 @@ class Sailor:
         # Records of what was published since the last trace batch (contract/traced.py).
         self.trace_exchange = names.trace_exchange(self.flow_id)
         self._traced: list[bytes] = []
+        self._traced_bytes = 0
+        self._trace_due = 0.0  # (monotonic) when the oldest record must be sent
         # Inputs processed, not yet acked: (delivery tag of a batch's last input, the
         # number of its last output's publish), oldest first.
         self._unacked: deque[tuple[int, int]] = deque()
@@ -290,19 +292,33 @@ class Sailor:
             ),
         )
         if key != self.keys["snapshot"]:  # a snapshot is no message of a thread
-            self._traced.append(traced.record(key, headers, body))
+            if not self._traced:
+                self._trace_due = time.monotonic() + traced.BATCH_SECONDS
+            record = traced.record(key, headers, body, wire.now_ms())
+            self._traced.append(record)
+            self._traced_bytes += len(record)
 
-    def _send_trace(self) -> None:
-        """What was published since the last batch, told to the trace in one message,
-        written with the publishes it records (one per batch of inputs, where the
-        firehose made one per publish). Its user_id is checked by the broker: the
-        services take it as this step's word about its own publishes."""
-        if not self._traced:
+    def _send_trace(self, due_only: bool = False) -> None:
+        """What was published since the last trace batch, told to the trace in one
+        message (`due_only`: only once the oldest record has waited BATCH_SECONDS, or
+        the batch is large). A step that keeps up takes one input at a time: one
+        message per batch of inputs would have been the firehose's one per publish.
+        Its user_id is checked by the broker: the services take it as this step's
+        word about its own publishes."""
+        if not self._traced or (due_only and time.monotonic() < self._trace_due
+                                and self._traced_bytes < traced.BATCH_BYTES):
             return
         assert self.confirms is not None
-        batch, self._traced = b"".join(self._traced), []
+        batch, self._traced, self._traced_bytes = b"".join(self._traced), [], 0
         self.confirms.publish_lossy(self.trace_exchange, "", batch, amqp.Properties(
             delivery_mode=1, user_id=self.connection.user))
+
+    def _wait_limit(self, longest: float) -> float:
+        """How long the loop may wait for the broker: no longer than the trace's
+        records may wait."""
+        if not self._traced:
+            return longest
+        return max(0.0, min(longest, self._trace_due - time.monotonic()))
 
     def _flush_foreign(self) -> None:
         published = False
@@ -399,7 +415,8 @@ class Sailor:
                 self.channel = self.connection.channel()
                 self.confirms = Confirms(self.connection, self.channel)
                 self._deliveries = []
-                self._traced = []  # (a trigger's carried outputs were recorded when sent)
+                # (a trigger's carried outputs were recorded when first sent)
+                self._traced, self._traced_bytes = [], 0
                 self._unacked.clear()  # delivery tags are a channel's: the old ones are void
                 self._cancelled_by_broker = False
                 return
@@ -518,7 +535,7 @@ class Sailor:
         while not self.stopping.is_set():
             self.beat = time.time()
             if not self._deliveries:
-                self.connection.process_data_events(time_limit=0.2)
+                self.connection.process_data_events(time_limit=self._wait_limit(0.2))
             if self._cancelled_by_broker:
                 raise ConsumerCancelled(f"the broker cancelled consuming {self.input_queue} "
                                         "(its queue was deleted?)")
@@ -530,6 +547,7 @@ class Sailor:
                 careful = False
             self._flush_foreign()
             self.ack_confirmed()
+            self._send_trace(due_only=True)
         # Stopping: what was processed is acked once its outputs are confirmed;
         # deliveries handed to us but not started go back to the queue when the channel
         # closes. Nothing in hand is left half done.
@@ -574,7 +592,7 @@ class Sailor:
             self.beat = time.time()
         assert self.confirms is not None
         self._unacked.append((batch[-1][0].delivery_tag, self.confirms.published))
-        self._send_trace()  # (its confirm holds back no ack)
+        self._send_trace(due_only=True)  # (its confirm holds back no ack)
         self.ack_confirmed(wait)
         return True
 

@@ -262,9 +262,12 @@ class Flow:
 
     def catch_up(self, timeout: float = 2.0) -> None:
         """Until what the trace queue holds now is recorded (what is waiting counts
-        when a trace is asked for), or `timeout` seconds."""
+        when a trace is asked for), or `timeout` seconds. What was published up to
+        now is in the queue once its publishers' batches are (they hold records for
+        traced.BATCH_SECONDS at most): that long is waited first."""
         recorder = self._recorder
         if recorder is not None and recorder.is_alive():
+            time.sleep(traced.BATCH_SECONDS)
             recorder.catch_up(timeout)
 
     def on_trace(self, exchange: str, props: Any, body: bytes, admin: str) -> None:
@@ -289,15 +292,16 @@ class Flow:
         if not sender and user != admin:
             return
         try:
-            for key, headers, published in traced.records(body):
-                self._on_publish(sender, key, headers, published)
+            for key, headers, published, at in traced.records(body):
+                self._on_publish(sender, key, headers, published, at)
         except traced.TraceBatchError as e:
             log(f"flow {self.name}: trace: a batch from {user} not read ({e})")
 
     def _on_publish(self, sender: str | None, key: str, headers: dict[str, Any],
-                    body: bytes) -> None:
+                    body: bytes, at: int | None = None) -> None:
         """One publish, recorded if it is a message of a thread (`sender`: the step
-        whose user sent the record, None for flowrun's host and the firehose)."""
+        whose user sent the record, None for flowrun's host and the firehose; `at`:
+        when it was published, if its publisher said)."""
         step, kind = names.of_key(self.name, key) or ("?", "")
         if ":reply." in key and names.is_reply_key(self.name, key):  # an HTTP answer
             step, kind = str(headers.get("stepId") or "?"), "reply"
@@ -306,9 +310,10 @@ class Flow:
         if sender is not None and step != sender:
             return  # a step's record of another step's publish: not its to give
         with self.trace_lock:
-            self._record(step, kind, headers, body)
+            self._record(step, kind, headers, body, at)
 
-    def _record(self, step: str, kind: str, headers: dict[str, Any], body: bytes) -> None:
+    def _record(self, step: str, kind: str, headers: dict[str, Any], body: bytes,
+                at: int | None = None) -> None:
         self.trace_seq += 1
         # Kept as it came: decrypted only when a trace is asked for, so recording
         # costs the services a dict per message, not a decryption. Bounded by count
@@ -318,7 +323,7 @@ class Flow:
             self.trace_bytes -= len(self.trace.popleft()["raw"])
         self.trace_bytes += min(len(body), TRACE_RAW_BYTES)
         self.trace.append({
-            "seq": self.trace_seq, "at": wire.now_ms(), "step": step, "kind": kind,
+            "seq": self.trace_seq, "at": at or wire.now_ms(), "step": step, "kind": kind,
             "size": len(body), "raw": body[:TRACE_RAW_BYTES], "cut": len(body) > TRACE_RAW_BYTES,
             "protocol": wire.protocol_of(headers), **{k: headers.get(k) for k in (
                 "messageId", "parentMessageId", "threadId", "start", "end",

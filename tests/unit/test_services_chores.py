@@ -158,7 +158,8 @@ def test_the_recorder_records_copies_and_sees_its_marks(
 
 
 def _batch(*publishes: tuple[str, dict[str, Any], bytes]) -> bytes:
-    return b"".join(traced.record(key, headers, body) for key, headers, body in publishes)
+    return b"".join(traced.record(key, headers, body, 1_000 + i)
+                    for i, (key, headers, body) in enumerate(publishes))
 
 
 def test_the_recorder_takes_each_record_of_a_step_s_batch(
@@ -172,6 +173,7 @@ def test_the_recorder_takes_each_record_of_a_step_s_batch(
     assert [(r["step"], r["kind"], r["messageId"], r["raw"]) for r in f.trace] == [
         ("a", "message", "m1", b"one"), ("a", "error", "m2", b"two")]
     assert f.trace[1]["parentMessageId"] == "m1" and f.trace[0]["threadId"] == "t"
+    assert [r["at"] for r in f.trace] == [1_000, 1_002]  # when published, not received
 
 
 def test_a_step_speaks_for_its_own_publishes_only(flow: tuple[Flow, FakeChannel]) -> None:
