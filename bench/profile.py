@@ -7,8 +7,10 @@ Pushes N messages as fast as they go through `bench-e2e` (recorded) and
 `bench-notrace` (the same flow, unrecorded), and reads each container's CPU time
 (its cgroup's, from Docker) before and after: CPU microseconds per message per
 container. The difference between the two runs is what recording costs (the
-broker's firehose copy and the services' reading of it). Prints a table and writes
-bench/results/profile.json. A tool for issue 22's work, not a test.
+broker queueing the sailors' trace batches, the services reading them; with the
+trace off the batches are sent all the same, to an exchange bound to nothing).
+Prints a table and writes bench/results/profile.json. A tool for issue 22's work,
+not a test.
 """
 
 from __future__ import annotations

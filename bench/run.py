@@ -302,9 +302,9 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
     # platform's Node.js sailor.
     py2_lat, _ = through("bench-hop", "s1", n_latency, 100)
     node2_lat, _ = through("bench-nodehop", "c1", n_latency, 100, as_step="clock")
-    # The platform's sailor throttles a step's outputs to 10 per 100 ms (its
-    # DATA_RATE_LIMIT and RATE_INTERVAL, kept as the platform has them): at 100 msg/s
-    # the step is at its own limit and its queue only grows. Also at half that.
+    # Also at half that rate: the platform's sailor moves some 250 msg/s through one
+    # action on the standard machine (its own pace; flowrun lifts the platform's
+    # throttle of 10 per 100 ms), so at 100 msg/s its queue waits now and then.
     base_half_lat, _ = baseline_roundtrip(n_latency, 50)
     node2_half_lat, _ = through("bench-nodehop", "c1", n_latency, 50, as_step="clock")
     # As fast as they go through one action (and the mapper before it).
