@@ -30,6 +30,11 @@ from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
 
 COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
 PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "200"))
+# An ack of inputs whose outputs are confirmed may wait this long, or until it covers
+# ACK_BATCH inputs, to cover more: each ack is a command in each quorum queue's log.
+# Acking later delays nothing downstream (the prefetch is far from used up).
+ACK_DELAY = 0.01
+ACK_BATCH = max(1, PREFETCH // 4)
 RECONNECT_DELAY = 0.1
 BORN = time.monotonic()
 # In its first seconds a step waits for what is being made beside it (its broker
@@ -160,6 +165,9 @@ class Sailor:
         # Inputs processed, not yet acked: (delivery tag of a batch's last input, the
         # number of its last output's publish), oldest first.
         self._unacked: deque[tuple[int, int]] = deque()
+        self._acked_tag = 0  # the last delivery tag acked on this channel
+        self._ackable = 0  # the last one whose outputs (and all before) are confirmed
+        self._ack_due: float | None = None  # (monotonic) when a held ack must go
         self._cancelled_by_broker = False
         self._preloading = False
 
@@ -315,10 +323,13 @@ class Sailor:
 
     def _wait_limit(self, longest: float) -> float:
         """How long the loop may wait for the broker: no longer than the trace's
-        records may wait."""
-        if not self._traced:
+        records, or an ack held back, may wait."""
+        due = [self._trace_due] if self._traced else []
+        if self._ack_due is not None:
+            due.append(self._ack_due)
+        if not due:
             return longest
-        return max(0.0, min(longest, self._trace_due - time.monotonic()))
+        return max(0.0, min(longest, min(due) - time.monotonic()))
 
     def _flush_foreign(self) -> None:
         published = False
@@ -418,6 +429,7 @@ class Sailor:
                 # (a trigger's carried outputs were recorded when first sent)
                 self._traced, self._traced_bytes = [], 0
                 self._unacked.clear()  # delivery tags are a channel's: the old ones are void
+                self._acked_tag, self._ackable, self._ack_due = 0, 0, None
                 self._cancelled_by_broker = False
                 return
             except (amqp.AMQPError, OSError) as e:
@@ -601,21 +613,28 @@ class Sailor:
         them) are all confirmed. With `wait`, or when an output came back (no queue for
         it), first wait for every confirm, sending what came back again: an input is
         never acked before its outputs are in a queue. Stopping meanwhile, the
-        unacked inputs go back to their queue."""
-        if not self._unacked:
-            return
+        unacked inputs go back to their queue. Without `wait`, an ack that would cover
+        few inputs waits up to ACK_DELAY for more (the loop wakes for it)."""
         assert self.confirms is not None
-        if wait or self.confirms.failed:
-            if not self.confirm_outputs():
+        if self._unacked:
+            if wait or self.confirms.failed:
+                if not self.confirm_outputs():
+                    return
+                settled = self.confirms.published
+            else:
+                settled = self.confirms.settled()
+            while self._unacked and self._unacked[0][1] <= settled:
+                self._ackable = self._unacked.popleft()[0]
+        if self._ackable <= self._acked_tag:
+            return
+        if not wait and self._ackable - self._acked_tag < ACK_BATCH:
+            now = time.monotonic()
+            if self._ack_due is None:
+                self._ack_due = now + ACK_DELAY
+            if now < self._ack_due:
                 return
-            settled = self.confirms.published
-        else:
-            settled = self.confirms.settled()
-        tag = None
-        while self._unacked and self._unacked[0][1] <= settled:
-            tag = self._unacked.popleft()[0]
-        if tag is not None:
-            self.channel.basic_ack(tag, multiple=True)
+        self.channel.basic_ack(self._ackable, multiple=True)
+        self._acked_tag, self._ack_due = self._ackable, None
 
     def run_trigger(self) -> None:
         watch = LeakWatch()

@@ -80,6 +80,7 @@ def sailor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runtime.Sailor:
                        "FLOWRUN_STEP_FILE": str(step_file)}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(runtime, "STATE_FILE", str(tmp_path / "state.json"))
+    monkeypatch.setattr(runtime, "ACK_DELAY", 0.0)  # each ack at once, unless a test says
     s = runtime.Sailor()
     module = ModuleType("component")
     module.process = lambda msg, cfg: {"n": msg["body"]["n"] + cfg["add"]}  # type: ignore
@@ -199,3 +200,25 @@ def test_an_output_that_came_back_holds_back_the_acks_after_it(
     # then one ack covers both batches.
     assert len(confirms.sent) == 3 and confirms.sent[2][2] == confirms.sent[1][2]
     assert confirms.waits == 2 and sailor.channel.acks == [(2, True)]
+
+
+def test_a_small_ack_waits_a_little_to_cover_more_inputs(
+        sailor: runtime.Sailor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "ACK_DELAY", 60.0)
+    sailor._deliveries = [_delivery(1, 1)]
+    sailor.process_batch()
+    sailor._deliveries = [_delivery(2, 2)]
+    sailor.process_batch()
+    assert sailor.channel.acks == []  # confirmed, held back: the loop wakes for it
+    assert sailor._ack_due is not None
+    sailor._ack_due = 0.0  # its time has come
+    sailor.ack_confirmed()
+    assert sailor.channel.acks == [(2, True)] and sailor._ack_due is None
+    monkeypatch.setattr(runtime, "ACK_BATCH", 2)  # or it covers enough inputs
+    sailor._deliveries = [_delivery(3, 3), _delivery(4, 4)]
+    sailor.process_batch()
+    assert sailor.channel.acks == [(2, True), (4, True)]
+    sailor._deliveries = [_delivery(5, 5)]
+    sailor.process_batch()
+    sailor.ack_confirmed(wait=True)  # or it is waited for (stopping, a careful start)
+    assert sailor.channel.acks[-1] == (5, True)
