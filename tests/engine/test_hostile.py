@@ -26,7 +26,7 @@ from tests.conftest import (
 # Inside its step, with what the step has: its private step file (broker login, its
 # key for the platform services) and pika, which every Python image holds.
 ATTACK = r'''
-import base64, json, os, urllib.error, urllib.request
+import base64, json, os, struct, urllib.error, urllib.request
 import pika, pika.exceptions
 
 def _call(secrets, method, path, body=None):
@@ -41,13 +41,13 @@ def _call(secrets, method, path, body=None):
     except urllib.error.HTTPError as e:
         return e.code
 
-def _publish(secrets, exchange, key, headers):
+def _publish(secrets, exchange, key, headers, body=b"forged", user_id=None):
     connection = pika.BlockingConnection(pika.URLParameters(secrets["amqp_uri"]))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(exchange, key, b"forged", pika.BasicProperties(
-            headers=headers, delivery_mode=2), mandatory=True)
+        channel.basic_publish(exchange, key, body, pika.BasicProperties(
+            headers=headers, delivery_mode=2, user_id=user_id), mandatory=True)
         return "confirmed"
     except pika.exceptions.UnroutableError:
         return "unroutable"
@@ -56,6 +56,12 @@ def _publish(secrets, exchange, key, headers):
     finally:
         if connection.is_open:
             connection.close()
+
+def _record_of(key):
+    # A trace batch (flowrun.contract.traced) of one record: lengths, meta, body.
+    meta = json.dumps([key, {"messageId": "forged-record", "threadId": "forged-thread"},
+                       0]).encode()
+    return struct.pack(">II", len(meta), 6) + meta + b"forged"
 
 def process(msg, cfg):
     secrets = json.load(open(os.environ["FLOWRUN_STEP_FILE"]))
@@ -74,6 +80,12 @@ def process(msg, cfg):
         "other_exchange": _publish(secrets, f"{flow}.mapper.evil.victim",
                                    f"{flow}.mapper.evil.victim.message", {}),
         "default_exchange": _publish(secrets, "", f"{flow}:victim:messages", {}),
+        # The trace: as the victim (the broker checks user_id), and as itself, of a
+        # message the victim never published.
+        "trace_as_victim": _publish(secrets, f"{flow}:trace", "", {},
+                                    _record_of(f"{flow}.victim.message"), f"{flow}.victim"),
+        "trace_for_victim": _publish(secrets, f"{flow}:trace", "", {},
+                                     _record_of(f"{flow}.victim.message"), f"{flow}.evil"),
         "own_account": _call(secrets, "PUT", f"/v1/accounts/{flow}.evil",
                              {"keys": {"token": "mine-2"}}),
         "token": cfg.get("token"),
@@ -103,6 +115,10 @@ def test_a_hostile_step_reaches_only_its_own(flow_factory: Any, engine: Any,
     assert attack["cc_bcc"] == "confirmed"
     assert attack["other_exchange"] == "refused 403"
     assert attack["default_exchange"] == "refused 403"
+    assert attack["trace_as_victim"] == "refused 406"
+    assert attack["trace_for_victim"] == "confirmed"  # taken in, and not kept:
+    recorded = flowrun("trace", name, "-n", "20", "--json").stdout
+    assert '"victim"' in recorded and "forged-record" not in recorded, recorded
     assert attack["own_account"] == 200
     assert body["token"] == "victim-secret"
     broker = find_broker(engine)
