@@ -18,7 +18,7 @@ from typing import Any
 import pika
 
 from flowrun.broker.platform import message_keys
-from flowrun.broker.server import MAX_MESSAGE_BYTES, Broker
+from flowrun.broker.server import ADMIN_USER, MAX_MESSAGE_BYTES, Broker
 from flowrun.contract import names, traced, wire
 from flowrun.contract.confirms import Confirms
 from flowrun.errors import BadInput, FlowFailed
@@ -129,7 +129,6 @@ class Sender:
         # flowrun from before it had one.
         self.trace_exchange = names.trace_exchange(flow)
         self.channel.exchange_declare(self.trace_exchange, exchange_type="fanout", durable=True)
-        self.user = broker.host_parameters(flow).credentials.username
         self.traced: list[bytes] = []
 
     def send(self, as_step: str, message: dict[str, Any]) -> None:
@@ -144,7 +143,7 @@ class Sender:
         if self.traced:
             batch, self.traced = b"".join(self.traced), []
             self.confirms.publish_lossy(self.trace_exchange, "", batch, pika.BasicProperties(
-                delivery_mode=1, user_id=self.user))
+                delivery_mode=1, user_id=ADMIN_USER))
         try:
             failed = self.confirms.wait(self.timeout)
         except TimeoutError:

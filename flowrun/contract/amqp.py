@@ -307,15 +307,26 @@ class Connection:
         self.is_open = True
 
     def _await_connection(self, name: str, deadline: float) -> Method:
+        return self._await(self._replies, name, deadline,
+                           lambda: AMQPConnectionError(f"no {name} from the broker in time"))
+
+    def _await(self, replies: deque[Method], name: str, deadline: float,
+               late: Callable[[], AMQPError], check: Callable[[], None] | None = None,
+               ) -> Method:
+        """The reply `name` from `replies` (the connection's or a channel's), reading
+        the socket until it comes; `late()` is raised past `deadline`, `check` run
+        after each read (a channel closed meanwhile)."""
         while True:
-            while self._replies:
-                reply = self._replies.popleft()
+            while replies:
+                reply = replies.popleft()
                 if reply.NAME == name:
                     return reply
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AMQPConnectionError(f"no {name} from the broker in time")
+                raise late()
             self._pump(left)
+            if check is not None:
+                check()
 
     def channel(self) -> Channel:
         if self.channel_ is not None:
@@ -553,17 +564,10 @@ class Channel:
             timeout: float = 30.0) -> Method:
         self._check()
         self.connection._method(self.number, class_id, method_id, args)
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._replies:
-                reply = self._replies.popleft()
-                if reply.NAME == answer:
-                    return reply
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AMQPChannelError(f"no {answer} from the broker in {timeout:.0f} s")
-            self.connection._pump(left)
-            self._check()
+        return self.connection._await(
+            self._replies, answer, time.monotonic() + timeout,
+            lambda: AMQPChannelError(f"no {answer} from the broker in {timeout:.0f} s"),
+            self._check)
 
     def basic_qos(self, prefetch_count: int = 0) -> None:
         self.rpc(60, 10, _I.pack(0) + _H.pack(prefetch_count) + b"\0", "Basic.QosOk")
