@@ -109,7 +109,7 @@ def test_replicas_share_a_stream_and_a_redeploy_rolls_without_loss(
     work = make_component(tmp_path, "work", "go", WORK)
     name = unique("swarm-rep")
     path = write_flow(tmp_path, name, replicated_steps(work, 3))
-    count = 1500
+    count = 3000  # 30 s at 100 msg/s: a swarm redeploy took over 14 s in a slow hour
     try:
         on_swarm(swarm, "up", "-d", "--timeout", "180", str(path))
         work_status = steps_of(swarm, name)["work"]
