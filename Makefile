@@ -40,7 +40,7 @@ down: install
 	$(BIN)/flowrun down --all
 
 test: install npm chromium images swarm-images
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not engine"

@@ -89,6 +89,7 @@ class Flow:
         self.trace_bytes = 0
         self.trace_seq = 0
         self.next_tick: dict[str, float] = {}
+        self.broker_away = False  # said once, not at every retry while it is
 
     @property
     def active(self) -> bool:
@@ -169,9 +170,10 @@ class Flow:
                     log(f"flow {self.name}: {what}: {e.reply_text}")
             except (pika.exceptions.AMQPError, OSError) as e:
                 self.drop_connection()
-                if self.active:  # not a flow that `down` took away meanwhile
+                if self.active and not self.broker_away:  # not one `down` took away
                     log(f"flow {self.name}: broker unavailable ({type(e).__name__}); "
                         "retrying")
+                self.broker_away = True
                 return
             except LookupError:  # `down` took the flow away while its chores ran
                 self.drop_connection()
@@ -180,6 +182,9 @@ class Flow:
                 self.drop_connection()
                 traceback.print_exc(file=sys.stdout)
                 return
+        if self.broker_away:
+            self.broker_away = False
+            log(f"flow {self.name}: broker back")
 
     def restore_trace(self, amqp: AmqpAccess) -> None:
         """What a broker restart loses of a flow's trace, made again: RabbitMQ keeps
