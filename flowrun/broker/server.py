@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import re
 import secrets
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import pika
-import pika.exceptions
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from flowrun.broker.http import JsonClient
 from flowrun.contract import BROKER_MANAGEMENT_PORT, names
@@ -35,6 +34,9 @@ from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import FlowFailed, ServiceError
 from flowrun.settings import broker_image
 from flowrun.waiting import wait_for
+
+if TYPE_CHECKING:
+    import pika
 
 BROKER_NAME = names.BROKER_CONTAINER
 ADMIN_USER = "flowrun-admin"
@@ -102,6 +104,14 @@ _START = (
 )
 
 
+def amqp_client() -> ModuleType:
+    """pika, loaded at its first use rather than at the CLI's start: `up` loads it
+    while Docker makes the flow's networks (supervise/executor.py), where its 30-40
+    ms are no longer part of the time before the first step starts."""
+    importlib.import_module("pika.exceptions")  # a submodule the callers name
+    return importlib.import_module("pika")
+
+
 def _q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -125,6 +135,7 @@ class Broker:
                 f"{_q(names.vhost(flow))}")
 
     def host_parameters(self, flow: str) -> pika.ConnectionParameters:
+        pika = amqp_client()
         return pika.ConnectionParameters(
             host=self.host, port=self.amqp_port, virtual_host=names.vhost(flow),
             credentials=pika.PlainCredentials(ADMIN_USER, self.admin_pass),
@@ -133,7 +144,7 @@ class Broker:
         )
 
     def connect(self, flow: str) -> pika.BlockingConnection:
-        return pika.BlockingConnection(self.host_parameters(flow))
+        return amqp_client().BlockingConnection(self.host_parameters(flow))
 
     # ------------------------------------------------------------ management API
 
@@ -153,6 +164,7 @@ class Broker:
     def ready(self) -> bool:
         if not self.management.answers("overview"):
             return False
+        pika = amqp_client()
         try:
             pika.BlockingConnection(pika.ConnectionParameters(
                 host=self.host, port=self.amqp_port,

@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,13 +105,18 @@ def _run_node(name: str, hostname: str, args: list[str]) -> None:
 
 
 def remove_cluster(host: Any) -> None:
-    for container in host.containers.list(all=True, filters={"label": SELECTOR}):
-        container.remove(force=True)
-    for name in (*NODES, REGISTRY):
+    """Nodes and registry, then their volumes (each node's images and containers),
+    all at once: one at a time this took some 35 s at the end of `make test`."""
+    def remove_volume(name: str) -> None:
         try:
             host.volumes.get(f"{name}-data").remove(force=True)
         except docker.errors.NotFound:
             pass
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda c: c.remove(force=True),
+                      host.containers.list(all=True, filters={"label": SELECTOR})))
+        list(pool.map(remove_volume, (*NODES, REGISTRY)))
     for network in host.networks.list(names=[NETWORK]):
         network.remove()
 
