@@ -314,8 +314,16 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
     e2e_lat, _ = through("bench-e2e", "s2", n_latency, 100)
     quiet_lat, _ = through("bench-notrace", "s2", n_latency, 100)
     _, base_elapsed = baseline_roundtrip(n_throughput, None)
-    got, elapsed = through("bench-e2e", "s2", n_throughput, None)
-    quiet_got, quiet_elapsed = through("bench-notrace", "s2", n_throughput, None)
+    # Each flow twice, half the messages each time, in the order on, off, off, on:
+    # whichever flow went second came out some 20% slower (bench/profile.py), so
+    # neither goes second only.
+    halves: dict[str, list[tuple[list[float], float]]] = {"bench-e2e": [], "bench-notrace": []}
+    for name in ("bench-e2e", "bench-notrace", "bench-notrace", "bench-e2e"):
+        halves[name].append(through(name, "s2", n_throughput // 2, None))
+    got = [m for run in halves["bench-e2e"] for m in run[0]]
+    elapsed = sum(run[1] for run in halves["bench-e2e"])
+    quiet_got = [m for run in halves["bench-notrace"] for m in run[0]]
+    quiet_elapsed = sum(run[1] for run in halves["bench-notrace"])
     flowrun("down", "bench-notrace", "--purge", "--grace", "0")
     flowrun("down", "bench-hop", "--purge", "--grace", "0")
     flowrun("down", "bench-e2e", "--purge", "--grace", "0")
@@ -346,7 +354,7 @@ def messaging(tmp: Path, quick: bool) -> dict[str, Any]:
             "throughput_ratio": (len(got) / elapsed) / (len(quiet_got) / quiet_elapsed)},
         "throughput_5": {"flowrun_msg_s": len(got) / elapsed,
                          "baseline_msg_s": n_throughput / base_elapsed,
-                         "delivered": len(got), "sent": n_throughput,
+                         "delivered": len(got), "sent": 2 * (n_throughput // 2),
                          "ratio": (len(got) / elapsed) / (n_throughput / base_elapsed),
                          # issue 22's measure: against the one-hop rate shared by 4 hops
                          "ratio_per_hop": (len(got) / elapsed) / (n_throughput / base_elapsed / 4)},
