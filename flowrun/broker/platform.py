@@ -24,7 +24,6 @@ from flowrun.broker.server import (
     trace_queue_arguments,
 )
 from flowrun.contract import (
-    BROKER_MANAGEMENT_PORT,
     GATEWAY_PORT,
     SERVICES_CONFIG_FILE,
     SERVICES_DATA_DIR,
@@ -138,10 +137,10 @@ def flow_spec(plan: Plan) -> FlowSpec:
         variables=dict(plan.variables),
         trace_queue=names.trace_queue(plan.flow) if plan.trace else None,
         # How the trace queue is made, for the services to make it again after a
-        # broker restart (which loses it, and the vhost's firehose with it).
+        # broker restart (which loses it: it is not durable).
         trace=TraceSpec(arguments=trace_queue_arguments(),
                         exchange=names.trace_exchange(plan.flow),
-                        firehose_keys=plan.firehose_keys) if plan.trace else None,
+                        tapped=plan.tapped_exchanges) if plan.trace else None,
         webhook=webhook)
 
 
@@ -176,7 +175,7 @@ def ensure_services(engine: ContainerEngine, broker: Broker, image: str,
             # On a swarm, any node of the broker's cluster.
             host=(names.BROKER_ALIAS if engine.capabilities.broker_cluster else BROKER_NAME),
             port=5672,
-            management_port=BROKER_MANAGEMENT_PORT, user=ADMIN_USER,
+            user=ADMIN_USER,
             password=broker.admin_pass)).to_json()).encode()
         engine.run(ContainerSpec(
             name=names.SERVICES_CONTAINER, image=image, hostname=names.SERVICES_CONTAINER,

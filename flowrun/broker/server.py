@@ -183,14 +183,12 @@ class Broker:
         return self.management.call("GET", f"vhosts/{_q(names.vhost(flow))}",
                                     missing_ok=True) is not None
 
-    def ensure_vhost(self, flow: str, tracing: bool = False) -> None:
-        """`tracing`: RabbitMQ's firehose for the vhost, which copies every publish to
-        amq.rabbitmq.trace without being a route of it: a publish that reaches no queue
-        of the flow still comes back to its sender (a queue bound to the flow's own
-        exchange would have taken it, and hidden the loss). On only for a flow with
-        Node.js steps: flowrun's own publishers send trace batches instead."""
+    def ensure_vhost(self, flow: str) -> None:
+        """The flow's vhost, with RabbitMQ's firehose off: it copied every publish and
+        delivery of the vhost (the trace is fed by batches and by taps instead:
+        topology.py); a vhost an older flowrun made has it switched off here."""
         vhost = _q(names.vhost(flow))
-        self.management.call("PUT", f"vhosts/{vhost}", {"tracing": tracing})
+        self.management.call("PUT", f"vhosts/{vhost}", {"tracing": False})
         self.management.call("PUT", f"permissions/{vhost}/{ADMIN_USER}",
                  {"configure": ".*", "write": ".*", "read": ".*"})
 

@@ -53,16 +53,17 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         # them: with the trace off nothing is bound, and the broker drops them.
         trace_exchange, trace_queue = names.trace_exchange(flow), names.trace_queue(flow)
         ch.exchange_declare(trace_exchange, exchange_type="fanout", durable=True)
-        firehose_keys = set(plan.firehose_keys)
         if plan.trace:
             # Not durable: its records of persistent messages are never written to disk.
-            # Fed by the trace exchange and by the vhost's firehose (see
-            # Broker.ensure_vhost), never by a binding on a step's exchange: that would
-            # count as a route for every publish, and hide one that reaches no queue.
+            # Fed by the trace exchange and by a tap on each Node.js step's exchange,
+            # never on a Python step's: a binding counts as a route for every publish,
+            # and would hide from flowrun's sailor one that reaches no queue (it
+            # sends it again when it comes back). The platform's sailor handles no
+            # returns.
             ch.queue_declare(trace_queue, durable=False, arguments=trace_queue_arguments())
             ch.queue_bind(trace_queue, trace_exchange)
-            for key in sorted(firehose_keys):
-                ch.queue_bind(trace_queue, names.FIREHOSE_EXCHANGE, routing_key=key)
+            for exchange in plan.tapped_exchanges:
+                bind(trace_queue, exchange, names.TAP_KEY)
         else:
             ch.queue_delete(trace_queue)
         if plan.replies:
@@ -112,10 +113,8 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
         gone: set[str] = set()
         for b in broker.bindings(flow):
             source = b.get("source") or ""
-            if (source == names.FIREHOSE_EXCHANGE and b.get("destination") == trace_queue
-                    and b.get("routing_key") not in firehose_keys):
-                # A step that left the flow or no longer runs on the platform's sailor,
-                # or the one pattern for every step exchange of a flow made before.
+            if source == names.FIREHOSE_EXCHANGE and b.get("destination") == trace_queue:
+                # Made by an older flowrun: the trace no longer reads the firehose.
                 ch.queue_unbind(b["destination"], source, routing_key=b["routing_key"])
                 continue
             if b.get("destination_type") != "queue" or not _of_flow(flow, source):

@@ -39,5 +39,5 @@ SERVICES_CONFIG_FILE = "/etc/flowrun-services/services.json"
 # the most a request may bring.
 GATEWAY_PORT = 9091
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
-# The broker's management API, which the services use to restore a flow's firehose.
+# The broker's management API (the host's: vhosts, users, counters).
 BROKER_MANAGEMENT_PORT = 15672

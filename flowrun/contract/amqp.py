@@ -6,8 +6,8 @@ word when it closes the channel or the connection, cancels the consumer, returns
 message or confirms one. It replaced pika in the sailor (issue 22): pika was about
 half of a step's CPU per message (marshalling each publish, decoding each delivery's
 header table, its I/O loop with a `send()` per frame set) and a third of a sailor's
-start (its imports). The platform services' trace recorder reads the firehose with
-it too; the host and the rest of the services keep pika. The wire they all speak is
+start (its imports). The platform services' trace recorder reads the trace queue
+with it too; the host and the rest of the services keep pika. The wire they all speak is
 the same (headers decode as pika decodes them: fields.py).
 
 Writes wait in a buffer until the connection next waits for the broker (a batch's

@@ -1,6 +1,5 @@
 """One JSON request over HTTP, on the standard library: what the host's client
-(broker/http.py, which turns failures into flowrun's errors) and the platform
-services (restoring a flow's firehose on the broker) both send."""
+(broker/http.py, which turns failures into flowrun's errors) sends."""
 
 from __future__ import annotations
 

@@ -115,6 +115,13 @@ def step_exchange(flow: str, step: str) -> str:
     return f"{flow}.{step}"
 
 
+def of_exchange(flow: str, exchange: str) -> str | None:
+    """The step of a step exchange of the flow (`<flow>.<step>`), or None."""
+    prefix = f"{flow}."
+    step = exchange[len(prefix):] if exchange.startswith(prefix) else ""
+    return step or None
+
+
 def legacy_exchange(flow: str) -> str:
     """The one exchange every step of a flow published to before they had their own;
     taken away when a flow made before is brought up again."""
@@ -149,8 +156,8 @@ def trace_queue(flow: str) -> str:
     """A record of every message the flow's steps publish, for `flowrun trace`:
     bounded, not durable (a record need not cost a disk write), drained by the
     platform services. Fed by the flow's trace exchange (flowrun's publishers say
-    what they published: contract/traced.py) and by the firehose (the Node.js steps'
-    publishes)."""
+    what they published: contract/traced.py) and by a binding on each Node.js
+    step's exchange (TAP_KEY: the platform's sailor sends no batches)."""
     return f"{flow}:trace"
 
 
@@ -161,14 +168,16 @@ def trace_exchange(flow: str) -> str:
     return f"{flow}:trace"
 
 
+# The trace queue's binding on a Node.js step's exchange: every publish to it, as
+# published. (Such a binding is a route: a publish that reaches no other queue is
+# not returned. The platform's sailor handles no returns: to it nothing changes.)
+TAP_KEY = "#"
+
+# RabbitMQ's firehose, which recorded the Node.js steps' publishes before their
+# exchanges were tapped (it copied every publish and delivery of the vhost, and
+# cost the broker ~1 ms per message through a flow of two Node.js steps): its old
+# bindings are taken away at `up`.
 FIREHOSE_EXCHANGE = "amq.rabbitmq.trace"
-
-
-def firehose_key(flow: str, step: str) -> str:
-    """Binding key for the firehose's copies of the publishes to one step's exchange
-    (the firehose's routing key is `publish.<exchange>`): bound for the steps whose
-    publisher cannot send trace batches (the platform's Node.js sailor)."""
-    return f"publish.{step_exchange(flow, step)}"
 
 
 def dead_letter_queue(flow: str) -> str:

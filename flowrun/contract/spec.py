@@ -36,20 +36,21 @@ def _field(data: Any, key: str, kind: type | tuple[type, ...], where: str,
 @dataclass(frozen=True)
 class TraceSpec:
     """How the trace queue is made (the services make it again after a broker
-    restart, which loses it and the vhost's firehose): bound to the flow's trace
-    exchange, and to the firehose for the steps that cannot send trace batches."""
+    restart, which loses it): bound to the flow's trace exchange, and to the
+    exchanges of the steps that send no trace batches (`tapped`, names.TAP_KEY)."""
 
     arguments: dict[str, Any]
     exchange: str
-    firehose_keys: list[str]
+    tapped: list[str]
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> TraceSpec:
-        keys = _field(data, "firehose_keys", list, where)
-        if not all(isinstance(k, str) for k in keys):
-            raise SpecError(f"{where}.firehose_keys: expected a list of strings")
+        # A flow handed over before (`firehose_keys`) has none until its next `up`.
+        tapped = data.get("tapped", []) if isinstance(data, dict) else []
+        if not isinstance(tapped, list) or not all(isinstance(t, str) for t in tapped):
+            raise SpecError(f"{where}.tapped: expected a list of strings")
         return cls(arguments=_field(data, "arguments", dict, where),
-                   exchange=_field(data, "exchange", str, where), firehose_keys=keys)
+                   exchange=_field(data, "exchange", str, where), tapped=tapped)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,6 @@ class AmqpAccess:
 
     host: str
     port: int
-    management_port: int
     user: str
     password: str
 
@@ -154,7 +154,6 @@ class AmqpAccess:
     def from_json(cls, data: Any) -> AmqpAccess:
         where = "amqp"
         return cls(host=_field(data, "host", str, where), port=_field(data, "port", int, where),
-                   management_port=_field(data, "management_port", int, where),
                    user=_field(data, "user", str, where),
                    password=_field(data, "password", str, where))
 

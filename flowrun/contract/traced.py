@@ -6,8 +6,9 @@ queued and delivered: about as much of the broker's work as the publish itself,
 which halved a flow's throughput with the trace on). flowrun's own publishers (the
 Python sailor, the host's `send`) therefore say what they published themselves:
 one message to the flow's trace exchange (names.trace_exchange) holds a record of
-each publish of the last BATCH_SECONDS at most. The firehose stays for the
-platform's Node.js sailor, which flowrun does not change.
+each publish of the last BATCH_SECONDS at most. The platform's Node.js sailor,
+which flowrun does not change, is recorded by a binding of the trace queue on its
+step's exchange instead (names.TAP_KEY).
 
 A record is the publish's routing key, the few headers the trace reads
 (TRACE_HEADERS), when it was published (ms since the epoch: the record arrives

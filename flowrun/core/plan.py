@@ -194,13 +194,13 @@ class Plan:
         return names.snapshot_queue(self.flow)
 
     @property
-    def firehose_keys(self) -> list[str]:
-        """With the trace on, the firehose's keys for the publishes flowrun's own
-        publishers do not record themselves (contract/traced.py): those of the
-        platform's Node.js sailor, left as the platform has it."""
+    def tapped_exchanges(self) -> list[str]:
+        """With the trace on, the step exchanges the trace queue is bound to: those
+        of the steps whose publisher sends no trace batches (contract/traced.py),
+        the platform's Node.js sailor, left as the platform has it."""
         if not self.trace:
             return []
-        return [names.firehose_key(self.flow, s.id) for s in self.steps
+        return [names.step_exchange(self.flow, s.id) for s in self.steps
                 if s.runtime is Runtime.NODE]
 
     def step(self, step_id: str) -> RealStep | None:

@@ -13,8 +13,9 @@ package, for as long as flows run (also after `flowrun up -d` has returned):
   into a per-step snapshot, `snapshot` replacing and `updateSnapshot` merging,
   kept on a volume: a trigger continues from its last state after a crash, a
   redeploy or `down` without `--purge`.
-- Trace: a copy of every message, error and rebound of a flow (RabbitMQ's
-  firehose into a bounded queue) is recorded in a bounded ring per flow:
+- Trace: a copy of every message, error and rebound of a flow (trace batches
+  from flowrun's publishers, and the Node.js steps' publishes by a binding on
+  their exchanges, into a bounded queue) is recorded in a bounded ring per flow:
   lineage headers, times, the body (cut), for `flowrun trace`. Dead letters
   are read without being taken when a trace is asked for.
 - Ticks: a Node.js trigger's `process` runs once per message on its input

@@ -22,7 +22,6 @@ import pika
 import pika.exceptions
 
 from ..contract import SERVICES_CONFIG_FILE, SERVICES_DATA_DIR, amqp, names, traced, wire
-from ..contract.http import basic, request_json
 from ..contract.spec import AmqpAccess, FlowSpec, ServicesConfig, SpecError
 from ..contract.wire import admin_token, api_key
 from .objects import Store
@@ -116,7 +115,8 @@ class Flow:
     # ------------------------------------------------------------ broker side
 
     def record_connection(self, access: AmqpAccess) -> amqp.Connection:
-        """The trace recorder's: flowrun's own client. Reading the firehose with it
+        """The trace recorder's: flowrun's own client. Reading the trace (then the
+        firehose's copies) with it
         took the services' CPU per message with the trace on from 337-427 to 212-225
         µs (bench/profile.py): pika's I/O loop and its decoding of each copy's nested
         header tables were most of what recording cost the services."""
@@ -188,22 +188,17 @@ class Flow:
 
     def restore_trace(self, amqp: AmqpAccess) -> None:
         """What a broker restart loses of a flow's trace, made again: RabbitMQ keeps
-        neither a vhost's firehose setting nor a non-durable queue across a restart
-        (the trace queue is not durable: its records need no disk write)."""
+        no non-durable queue across a restart (the trace queue is not durable: its
+        records need no disk write), nor its bindings."""
         queue, spec = self._spec().trace_queue, self._spec().trace
         if queue is None or spec is None:
             return
-        if spec.firehose_keys:
-            vhost = urllib.parse.quote(self._spec().vhost, safe="")
-            request_json(f"http://{amqp.host}:{amqp.management_port}/api/vhosts/{vhost}",
-                         "PUT", {"tracing": True},
-                         authorization=basic(amqp.user, amqp.password), timeout=5)
         ch = self.channel(amqp)
         ch.queue_declare(queue, durable=False, arguments=spec.arguments)
         ch.exchange_declare(spec.exchange, exchange_type="fanout", durable=True)
         ch.queue_bind(queue, spec.exchange)
-        for key in spec.firehose_keys:
-            ch.queue_bind(queue, names.FIREHOSE_EXCHANGE, routing_key=key)
+        for exchange in spec.tapped:
+            ch.queue_bind(queue, exchange, routing_key=names.TAP_KEY)
         log(f"flow {self.name}: trace recording restored")
 
     def drain_snapshots(self, amqp: AmqpAccess) -> None:
@@ -275,17 +270,18 @@ class Flow:
             time.sleep(traced.BATCH_SECONDS)
             recorder.catch_up(timeout)
 
-    def on_trace(self, exchange: str, props: Any, body: bytes, admin: str) -> None:
+    def on_trace(self, exchange: str, key: str, props: Any, body: bytes, admin: str) -> None:
         """What came in on the trace queue (the Recorder's thread): a trace batch from
-        one of flowrun's publishers, or the firehose's copy of a Node.js step's
-        publish."""
-        if exchange == names.FIREHOSE_EXCHANGE:
-            firehose = props.headers or {}
-            keys = firehose.get("routing_keys") or [b""]
-            key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
-            headers = (firehose.get("properties") or {}).get("headers") or {}
-            self._on_publish(None, key, headers, body)
+        one of flowrun's publishers, or a Node.js step's publish itself, by the tap
+        on its exchange (which only that step may write to)."""
+        spec = self.spec.trace if self.spec is not None else None
+        if spec is not None and exchange in spec.tapped:
+            found = names.of_exchange(self.name, exchange)
+            if found is not None:
+                self._on_publish(found, key, props.headers or {}, body)
             return
+        if exchange != names.trace_exchange(self.name):
+            return  # nothing else is bound to the trace queue
         # A batch: the broker checked its user_id against its sender's login. A step
         # speaks for its own publishes only; flowrun's host (the broker's admin, as
         # the services are) for any.
@@ -305,7 +301,8 @@ class Flow:
     def _on_publish(self, sender: str | None, key: str, headers: dict[str, Any],
                     body: bytes, at: int | None = None) -> None:
         """One publish, recorded if it is a message of a thread (`sender`: the step
-        whose user sent the record, None for flowrun's host and the firehose; `at`:
+        whose user sent the record or whose exchange it was published to, None for
+        flowrun's host; `at`:
         when it was published, if its publisher said)."""
         step, kind = names.of_key(self.name, key) or ("?", "")
         if ":reply." in key and names.is_reply_key(self.name, key):  # an HTTP answer
@@ -551,7 +548,7 @@ class Recorder(threading.Thread):
             if reached is not None:
                 reached.set()
             return
-        self.flow.on_trace(method.exchange, props, body, self.amqp.user)
+        self.flow.on_trace(method.exchange, method.routing_key, props, body, self.amqp.user)
 
     def catch_up(self, timeout: float) -> None:
         """Until every copy the queue holds now is recorded: a mark goes in at the

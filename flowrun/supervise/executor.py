@@ -248,7 +248,7 @@ class Executor:
         assert broker is not None
         # Always, also when no step changes: a second `up` repairs a deleted queue or
         # binding, and takes away the bindings of steps that left the flow.
-        broker.ensure_vhost(plan.flow, tracing=bool(plan.firehose_keys))
+        broker.ensure_vhost(plan.flow)
         declare_topology(broker, plan)
         steps = [s.id for s in plan.steps]
         if self.listener is None or not self.listener.thread.is_alive():

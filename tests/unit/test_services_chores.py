@@ -4,6 +4,7 @@ while the last is unread, and one failing chore stopping none of the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -14,10 +15,10 @@ import pika.exceptions
 import pytest
 
 from flowrun.contract import names, traced
-from flowrun.contract.spec import AmqpAccess, FlowSpec, StepEntry
+from flowrun.contract.spec import AmqpAccess, FlowSpec, StepEntry, TraceSpec
 from flowrun.services.state import Flow, Recorder
 
-AMQP = AmqpAccess(host="broker", port=5672, management_port=15672, user="u", password="p")
+AMQP = AmqpAccess(host="broker", port=5672, user="u", password="p")
 
 
 class FakeChannel:
@@ -133,24 +134,32 @@ def test_a_flow_taken_down_while_its_chores_run_is_no_error(
     assert "Traceback" not in capsys.readouterr().out
 
 
-def _copy(key: str, headers: dict[str, Any]) -> Any:
-    """A firehose copy's properties: the publish's key and headers in its own."""
-    return SimpleNamespace(headers={"routing_keys": [key.encode()],
-                                    "properties": {"headers": headers}})
+BATCHES = SimpleNamespace(exchange=names.trace_exchange("f"), routing_key="")
 
 
-FIREHOSE = SimpleNamespace(exchange=names.FIREHOSE_EXCHANGE)
-BATCHES = SimpleNamespace(exchange=names.trace_exchange("f"))
+def _tapped(exchange: str, key: str) -> Any:
+    return SimpleNamespace(exchange=exchange, routing_key=key)
 
 
-def test_the_recorder_records_copies_and_sees_its_marks(
+def test_the_recorder_records_a_tapped_step_s_publishes_and_sees_its_marks(
         flow: tuple[Flow, FakeChannel]) -> None:
     f, _ch = flow
+    assert f.spec is not None
+    f.spec = dataclasses.replace(f.spec, trace_queue="f:trace", trace=TraceSpec(
+        arguments={}, exchange="f:trace", tapped=[names.step_exchange("f", "clock")]))
     recorder = Recorder(f, AMQP, "f:trace")
-    recorder._on_copy(None, FIREHOSE, _copy("f.clock.message", {"messageId": "m1"}), b"x")
-    recorder._on_copy(None, FIREHOSE, _copy("f.clock.live", {}), b"{}")  # not a message
+    recorder._on_copy(None, _tapped("f.clock", "f.clock.message"),
+                      SimpleNamespace(headers={"messageId": "m1"}), b"x")
+    recorder._on_copy(None, _tapped("f.clock", "f.clock.live"),  # not a message
+                      SimpleNamespace(headers={}), b"{}")
+    # On the tapped exchange a key of another step's: not the clock's to give.
+    recorder._on_copy(None, _tapped("f.clock", "f.a.message"),
+                      SimpleNamespace(headers={"messageId": "forged"}), b"y")
+    # An exchange the trace does not tap (a Python step sends batches).
+    recorder._on_copy(None, _tapped("f.a", "f.a.message"),
+                      SimpleNamespace(headers={"messageId": "untapped"}), b"z")
     reached = recorder._reached["abc"] = threading.Event()
-    recorder._on_copy(None, SimpleNamespace(exchange=""), SimpleNamespace(
+    recorder._on_copy(None, _tapped("", "f:trace"), SimpleNamespace(
         headers={Recorder.FLUSH_HEADER: b"abc"}), b"")
     assert reached.is_set() and "abc" not in recorder._reached
     assert [(r["step"], r["kind"], r["messageId"]) for r in f.trace] == [

@@ -35,7 +35,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[sv
     monkeypatch.setattr(svc.GuardedH11, "peer_cap", 40)
     monkeypatch.setattr(svc, "REQUEST_SECONDS", 1.0)
     services = svc.Services(ServicesConfig(secret=SECRET, amqp=AmqpAccess(
-        host="127.0.0.1", port=1, management_port=1, user="u", password="p")), tmp_path)
+        host="127.0.0.1", port=1, user="u", password="p")), tmp_path)
     flow = services.flow("f")
     flow.spec = FlowSpec(
         vhost="flowrun.f", snapshot_queue="f:snapshots", error_tally_queue="f:error-tally",

@@ -143,7 +143,7 @@ def test_the_mixed_sample_plans_nodejs_steps_for_the_platforms_sailor() -> None:
     assert json.dumps(plan.to_json()).count("demo-token") == 0
 
 
-AMQP = AmqpAccess(host="127.0.0.1", port=1, management_port=1, user="u", password="p")
+AMQP = AmqpAccess(host="127.0.0.1", port=1, user="u", password="p")
 
 
 def _services(tmp_path: Path) -> Services:
