@@ -116,10 +116,10 @@ class Flow:
 
     def record_connection(self, access: AmqpAccess) -> amqp.Connection:
         """The trace recorder's: flowrun's own client. Reading the trace (then the
-        firehose's copies) with it
-        took the services' CPU per message with the trace on from 337-427 to 212-225
-        µs (bench/profile.py): pika's I/O loop and its decoding of each copy's nested
-        header tables were most of what recording cost the services."""
+        firehose's copies) with it took the services' CPU per message with the trace
+        on from 337-427 to 212-225 µs (bench/profile.py): pika's I/O loop and its
+        decoding of each copy's nested header tables were most of what recording
+        cost the services."""
         quote = urllib.parse.quote
         return amqp.Connection(f"amqp://{quote(access.user, safe='')}:"
                                f"{quote(access.password, safe='')}@{access.host}:{access.port}/"
