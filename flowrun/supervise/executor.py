@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from flowrun.broker.platform import (
     Services,
@@ -64,13 +64,13 @@ class Executor:
     """Carries out a reconcile's actions (and core/prepare.py's preparations, which
     `up --dry-run` shows), reporting each as an event. Its pools, in this order:
 
-    1. prepare (8): the broker then the services, beside the builds (2 at a time,
-       CPU-bound) and then the flow's two networks, each joined by the broker and
-       the services (where the engine joins running containers to networks) as
-       soon as it is made; the flow's record, the flow's spec handed to the
-       services, the AMQP client loaded: all before any step starts;
+    1. prepare (4): the broker then the services, beside the builds (2 at a time,
+       CPU-bound) and then the flow's two networks; the AMQP client loaded meanwhile;
     2. keep (8): steps left running are followed from now on;
-    3. start (9): the topology and the steps' broker users, beside every step's
+    3. networks (5): the broker and the services join the flow's networks (where the
+       engine joins running containers to networks), the flow's record, the flow's
+       spec handed to the services: all before any step starts;
+    4. start (9): the topology and the steps' broker users, beside every step's
        create, replace, rolling replacement or removal.
 
     Each pool ends before the next begins; nothing is shared between pools but the
@@ -148,62 +148,55 @@ class Executor:
         started_steps = {a.step for a in starts}
         flow = plan.flow
         networks = ((names.network(flow), False), (names.internal_network(flow), True))
-        joins = self.engine.capabilities.joins_networks
-
-        def put_flow() -> None:
-            # Before any step starts: its first call is for its step info.
-            assert self.services is not None
-            try:
-                self.services.put_flow(plan)
-            except ServiceError as e:
-                raise FlowFailed(f"the platform services refused flow {flow}: {e}; see "
-                                 f"`docker logs {names.SERVICES_CONTAINER}`") from None
-            url = self.services.webhook_url(flow) if plan.webhook else None
-            if url is not None:
-                self.put(Webhook(f"called over HTTP: POST or GET {url}", url=url))
-
-        def join(made: Future[None], platform: Future[None], network: str,
-                 joiners: list[tuple[str, str]]) -> None:
-            # As soon as the network is made, before any step starts on it (joins
-            # racing container starts left Docker 20.10 with endpoints it would not
-            # remove at `down`); one after the other (Docker serializes the joins of
-            # one network: at once, each took longer and the two no less).
-            made.result()
-            platform.result()
-            for container, alias in joiners:
-                self.engine.connect(container, network, [alias])
-
         # Builds and the broker's boot overlap: both take seconds on a cold start. The
         # flow's networks are made as soon as the builds succeeded, while the broker
-        # and the services are still being looked at, and joined as soon as each is
-        # made and they are; the flow's record and its spec for the services
-        # meanwhile: each is a Docker or HTTP round trip of tens of milliseconds.
-        # The broker joins both networks, the services the flow's only: the mappers'
-        # internal network needs the broker alone (a mapper's config is all in its
-        # step file, it makes no step-info call). (On a swarm steps reach both on the
-        # broker's network instead.)
-        joiners = {names.network(flow): [(BROKER_NAME, names.BROKER_ALIAS),
-                                         (names.SERVICES_CONTAINER, names.SERVICES_ALIAS)],
-                   names.internal_network(flow): [(BROKER_NAME, names.BROKER_ALIAS)]}
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepare") as pool:
-            platform = pool.submit(self._ensure_platform)
+        # and the services are still being looked at.
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare") as pool:
+            services_future = pool.submit(self._ensure_platform)
             pool.submit(amqp_client)  # loaded while this waits for Docker, not before
             self._build_all(plan, [s for s in plan.steps if s.id in started_steps])
-            made = {network: pool.submit(self.engine.ensure_network, network,
-                                         {labels.FLOW: flow}, internal=internal)
-                    for network, internal in networks}
-            prepared = [*made.values(), *(
-                pool.submit(join, made[network], platform, network, joiners[network])
-                for network in made if joins)]
-            prepared.append(pool.submit(self.engine.put_record, names.record_volume(flow),
-                                        record_labels(plan)))
-            platform.result()
-            prepared.append(pool.submit(put_flow))
-            for future in prepared:
+            made = [pool.submit(self.engine.ensure_network, network, {labels.FLOW: flow},
+                                internal=internal) for network, internal in networks]
+            services_future.result()
+            for future in made:
                 future.result()
         self._check_cancelled()
         with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="keep") as pool:
             list(pool.map(lambda a: self._keep(plan, a.step, a.replica), kept))
+        assert self.services is not None
+        services = self.services
+
+        def put_flow() -> None:
+            # Before any step starts: its first call is for its step info.
+            try:
+                services.put_flow(plan)
+            except ServiceError as e:
+                raise FlowFailed(f"the platform services refused flow {flow}: {e}; see "
+                                 f"`docker logs {names.SERVICES_CONTAINER}`") from None
+            url = services.webhook_url(flow) if plan.webhook else None
+            if url is not None:
+                self.put(Webhook(f"called over HTTP: POST or GET {url}", url=url))
+
+        # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
+        # The broker and the services join the flow's networks before any step starts
+        # on them (joins racing container starts left Docker 20.10 with endpoints it
+        # would not remove at `down`). The mappers' internal network needs the broker
+        # only: a mapper's config is all in its step file, it makes no step-info call.
+        # (On a swarm steps reach both on the broker's network instead.)
+        joins = self.engine.capabilities.joins_networks
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="networks") as pool:
+            prepared = [pool.submit(self.engine.connect, BROKER_NAME, network,
+                                    [names.BROKER_ALIAS])
+                        for network, _internal in networks if joins]
+            if joins:
+                prepared.append(pool.submit(self.engine.connect, names.SERVICES_CONTAINER,
+                                            names.network(flow), [names.SERVICES_ALIAS]))
+            prepared += [
+                pool.submit(self.engine.put_record, names.record_volume(flow),
+                            record_labels(plan)),
+                pool.submit(put_flow)]
+            for future in prepared:
+                future.result()
         self._start_steps(plan, starts, removals, grace)
 
     def _start_steps(self, plan: Plan, starts: Sequence[Action], removals: Sequence[Action],
