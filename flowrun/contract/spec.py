@@ -46,8 +46,8 @@ class TraceSpec:
     @classmethod
     def from_json(cls, data: Any, where: str) -> TraceSpec:
         # A flow handed over before (`firehose_keys`) has none until its next `up`.
-        tapped = data.get("tapped", []) if isinstance(data, dict) else []
-        if not isinstance(tapped, list) or not all(isinstance(t, str) for t in tapped):
+        tapped = _field(data, "tapped", list, where, optional=True) or []
+        if not all(isinstance(t, str) for t in tapped):
             raise SpecError(f"{where}.tapped: expected a list of strings")
         return cls(arguments=_field(data, "arguments", dict, where),
                    exchange=_field(data, "exchange", str, where), tapped=tapped)
