@@ -133,4 +133,4 @@ def declare_topology(broker: Broker, plan: Plan) -> None:
 
 def _of_flow(flow: str, exchange: str) -> bool:
     """A step exchange of the flow, or the one exchange of a flow made before."""
-    return exchange == names.legacy_exchange(flow) or exchange.startswith(f"{flow}.")
+    return exchange == names.legacy_exchange(flow) or names.of_exchange(flow, exchange) is not None
