@@ -9,9 +9,6 @@ integer as a double) decode as floats, where pika truncates them to integers.
 
 from __future__ import annotations
 
-import calendar
-import decimal
-from datetime import UTC, datetime
 from struct import Struct
 from typing import Any
 
@@ -97,9 +94,15 @@ def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
         return _H.unpack_from(data, offset)[0], offset + 2
     if kind == 0x69:  # i: unsigned 32-bit integer
         return _I.unpack_from(data, offset)[0], offset + 4
+    # Timestamps and decimals are rare in a flow's headers: their modules are loaded
+    # when one comes, not at every step's start.
     if kind == 0x54:  # T: timestamp
+        from datetime import UTC, datetime
+
         return datetime.fromtimestamp(_Q.unpack_from(data, offset)[0], UTC), offset + 8
     if kind == 0x44:  # D: decimal
+        import decimal
+
         places = data[offset]
         raw = _i.unpack_from(data, offset + 1)[0]
         return decimal.Decimal(raw) * (decimal.Decimal(10) ** -places), offset + 5
@@ -151,7 +154,16 @@ def _encode_value(out: bytearray, value: Any) -> None:
         out += b"V"
     elif isinstance(value, float):
         out += b"d" + _d.pack(value)
-    elif isinstance(value, decimal.Decimal):
+    else:
+        _encode_rare(out, value)
+
+
+def _encode_rare(out: bytearray, value: Any) -> None:
+    import calendar
+    import decimal
+    from datetime import datetime
+
+    if isinstance(value, decimal.Decimal):
         exponent = int(value.normalize().as_tuple().exponent)
         places = max(0, -exponent)
         out += b"D" + bytes([places]) + _i.pack(int(value * (decimal.Decimal(10) ** places)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import select
 import sys
-from pathlib import Path
 
 # Only these folders receive files: what arrives is written nowhere else.
 ALLOWED = ("/etc/flowrun/", "/etc/flowrun-services/")
@@ -53,7 +52,7 @@ def unpack(archive: bytes) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:
             target = "/" + member.name.lstrip("/")
-            if not member.isfile() or ".." in Path(target).parts or not target.startswith(
+            if not member.isfile() or ".." in target.split("/") or not target.startswith(
                     ALLOWED):
                 continue
             source = tar.extractfile(member)

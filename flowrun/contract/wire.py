@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import hmac
 import json
+import os
 import time
-import uuid
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +59,7 @@ def _crypto() -> ModuleType:
 def preload() -> None:
     """Load the ciphers now (a sailor does it in the background once live)."""
     _crypto()
+    import hashlib  # noqa: F401  (the key's digest)
 
 
 class WireError(ValueError):
@@ -70,6 +69,9 @@ class WireError(ValueError):
 def derive(secret: str, purpose: str, flow: str, length: int = 32) -> str:
     """A per-flow value from the host's secret: the same on the host, in the platform
     services and (handed over in the step's private file) in every step."""
+    import hashlib
+    import hmac
+
     return hmac.new(secret.encode(), f"{purpose}:{flow}".encode(),
                     hashlib.sha256).hexdigest()[:length]
 
@@ -115,6 +117,8 @@ class Keys:
 
     @functools.cached_property
     def _key(self) -> bytes:
+        import hashlib
+
         return hashlib.sha256(self.password.encode()).digest()
 
     @functools.cached_property
@@ -167,7 +171,14 @@ class Keys:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID's text, as `str(uuid.uuid4())` makes it: without the
+    uuid module, which (with platform, which it loads) was a twentieth of a sailor's
+    start, and in a third of its time per message."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40  # version 4
+    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_ms() -> int:

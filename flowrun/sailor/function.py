@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import sys
 import types
-import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
+
+from ..contract.wire import new_id
 
 # asyncio and inspect are loaded when a function first needs them, not at every
 # step's start: together they are a fifth of a sailor's boot on two busy cores.
@@ -22,18 +23,19 @@ class LoadError(Exception):
     pass
 
 
-def load_function(component_dir: Path, function: str) -> tuple[Any, dict[str, Any]]:
+def load_function(component_dir: str, function: str) -> tuple[Any, dict[str, Any]]:
     """Import the module named by component.json for `function`; return (module, spec)."""
-    descriptor = json.loads((component_dir / "component.json").read_text())
+    with open(os.path.join(component_dir, "component.json")) as f:
+        descriptor = json.load(f)
     for group in ("triggers", "actions"):
         spec = (descriptor.get(group) or {}).get(function)
         if spec:
             break
     else:
         raise LoadError(f"function '{function}' is not in component.json")
-    path = component_dir / spec["main"]
-    if str(component_dir) not in sys.path:
-        sys.path.insert(0, str(component_dir))
+    path = os.path.join(component_dir, spec["main"])
+    if component_dir not in sys.path:
+        sys.path.insert(0, component_dir)
     module_spec = importlib.util.spec_from_file_location(f"flowrun_fn_{function}", path)
     if module_spec is None or module_spec.loader is None:
         raise LoadError(f"cannot load {path}")
@@ -120,7 +122,7 @@ def as_message(value: Any, parent: dict[str, Any] | None) -> dict[str, Any]:
         message = dict(value)
     else:
         message = {"body": value}
-    message.setdefault("id", str(uuid.uuid4()))
+    message.setdefault("id", new_id())
     message.setdefault("attachments", {})
     message.setdefault("metadata", {})
     inherited = parent or {}

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 from ..contract import wire
@@ -47,7 +46,7 @@ def _error(e: BaseException) -> dict[str, Any]:
 
 def main() -> int:
     given = json.loads(sys.stdin.read() or "{}")
-    directory = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
+    directory = os.environ.get("FLOWRUN_COMPONENT_DIR", "/app")
     msg = wire.data_message(given.get("body"))
     msg.update({k: v for k, v in (given.get("msg") or {}).items() if k in msg})
     cfg, snapshot = dict(given.get("cfg") or {}), given.get("snapshot") or {}

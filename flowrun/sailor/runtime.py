@@ -13,13 +13,11 @@ from __future__ import annotations
 import gc
 import json
 import os
-import queue
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from ..contract import LIVE_MARKER, STATE_FILE, amqp, files, names, traced, wire
@@ -28,7 +26,7 @@ from .function import LoadError, Runner, as_message, load_function
 from .leaks import LeakWatch, sample
 from .stepinfo import StepInfo, StepInfoRefused, fetch_step_info
 
-COMPONENT_DIR = Path(os.environ.get("FLOWRUN_COMPONENT_DIR", "/app"))
+COMPONENT_DIR = os.environ.get("FLOWRUN_COMPONENT_DIR", "/app")
 PREFETCH = int(os.environ.get("FLOWRUN_PREFETCH", "200"))
 # An ack of inputs whose outputs are confirmed may wait this long, or until it covers
 # ACK_BATCH inputs, to cover more: each ack is a command in each quorum queue's log.
@@ -150,9 +148,9 @@ class Sailor:
         self.live = False
         self._main_thread = threading.get_ident()
         self._collecting: list[tuple[str, Any]] | None = None
-        self._foreign: queue.SimpleQueue[tuple[str, Any, Input | None]] = (
-            queue.SimpleQueue()
-        )
+        # What listeners emit from their own threads (deque: thread-safe appends and
+        # pops, without loading the queue module at every step's start).
+        self._foreign: deque[tuple[str, Any, Input | None]] = deque()
         self.connection: Any = None
         self.channel: Any = None
         self.confirms: Confirms | None = None
@@ -177,7 +175,7 @@ class Sailor:
         if threading.get_ident() == self._main_thread and self._collecting is not None:
             self._collecting.append((event, payload))
         else:  # a listener's callback: the main loop publishes it
-            self._foreign.put((event, payload, None))
+            self._foreign.append((event, payload, None))
 
     def publish_event(self, event: str, payload: Any, parent: Input | None) -> None:
         parent = parent or Input.tick()
@@ -335,8 +333,8 @@ class Sailor:
         published = False
         while True:
             try:
-                event, payload, parent = self._foreign.get_nowait()
-            except queue.Empty:
+                event, payload, parent = self._foreign.popleft()
+            except IndexError:
                 break
             self.publish_event(event, payload, parent)
             published = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def test_every_output_is_a_message_of_its_own_in_the_inputs_thread() -> None:
     assert "x-death" not in one and "retry" not in one and "custom" not in one  # no floats
     first = wire.outgoing_headers(None, "trigger", "flow", message_id="m")
     assert first["threadId"] == "m" and "parentMessageId" not in first
+
+
+def test_message_ids_are_random_uuids_as_the_platform_makes_them() -> None:
+    ids = {wire.new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in list(ids)[:50]:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
 
 
 def test_meta_headers_round_trip() -> None:
