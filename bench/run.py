@@ -99,13 +99,13 @@ def timed_up(path: Path, *extra: str) -> float:
     return time.perf_counter() - started
 
 
-def first_create(since: float, until: float, flow: str | None = None,
-                 prefix: str | None = None) -> float:
-    """Seconds from `since` (a wall-clock time) to the first container Docker created
+def first_start(since: float, until: float, flow: str | None = None,
+                prefix: str | None = None) -> float:
+    """Seconds from `since` (a wall-clock time) to the first container Docker started
     until `until`: the flow's (by its label) or those whose name starts with `prefix`.
-    Docker's own event times: what a warm-up spends before its first container."""
+    Docker's own event times: what a warm-up spends before its first container runs."""
     args = ["docker", "events", "--since", f"{since:.6f}", "--until", f"{until:.6f}",
-            "--filter", "type=container", "--filter", "event=create",
+            "--filter", "type=container", "--filter", "event=start",
             "--format", "{{.TimeNano}} {{.Actor.Attributes.name}}"]
     if flow is not None:
         args += ["--filter", f"label=io.flowrun.flow={flow}"]
@@ -141,7 +141,7 @@ def baseline_docker_run(engine: Engine, images: list[tuple[str, str]],
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(run, zip(names, images, strict=True)))
     elapsed = time.perf_counter() - started
-    first = first_create(wall, time.time(), prefix=f"flowrun-bench-{tag}-")
+    first = first_start(wall, time.time(), prefix=f"flowrun-bench-{tag}-")
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
     subprocess.run(["docker", "network", "rm", network], capture_output=True)
     return elapsed, first
@@ -159,7 +159,7 @@ def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int,
     for _ in range(runs):
         wall = time.time()
         ours.append(timed_up(path))
-        ours_first.append(first_create(wall, time.time(), flow=name))
+        ours_first.append(first_start(wall, time.time(), flow=name))
         flowrun("down", name, "--grace", "0")
         elapsed, first = baseline_docker_run(engine, images, name)
         base.append(elapsed)
@@ -167,8 +167,8 @@ def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int,
     flowrun("down", name, "--purge", "--grace", "0")
     return {"flowrun": summary(ours), "baseline": summary(base),
             "ratio": statistics.median(ours) / statistics.median(base),
-            # from the command's start to Docker's first container: the fixed part
-            "first_container": {"flowrun": summary(ours_first),
+            # from the command's start to Docker's first container start: the fixed part
+            "first_start": {"flowrun": summary(ours_first),
                                 "baseline": summary(base_first)}}
 
 
@@ -559,9 +559,11 @@ def table(r: dict[str, Any], sizes: list[int]) -> str:
         rows.append((f"warm-up, {n} real steps", span(w["flowrun"]), span(w["baseline"]),
                      f"{w['ratio']:.2f}x", "<= 1.3x"))
         if n == sizes[0]:
-            f = w["first_container"]
-            rows.append((f"until the first container is created, {n} real steps",
-                         span(f["flowrun"]), span(f["baseline"]), "-", "<= 0.3 s"))
+            f = w["first_start"]
+            rows.append((f"until the first container runs, {n} real steps",
+                         span(f["flowrun"]), span(f["baseline"]),
+                         f"+{f['flowrun']['median'] - f['baseline']['median']:.2f} s",
+                         "<= +0.3 s"))
     w = r["warmup_node_5"]
     rows.append(("warm-up, 5 real steps, 3 of them Node.js", span(w["flowrun"]),
                  span(w["baseline"]), f"{w['ratio']:.2f}x", "report"))

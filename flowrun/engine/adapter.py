@@ -40,7 +40,7 @@ class Engine:
     """One Docker host. (engine/swarm.py: a swarm manager, behind the same calls.)"""
 
     capabilities = Capabilities(watches_events=True, reads_files=True, joins_networks=True,
-                                broker_cluster=False, needs_registry=False)
+                                broker_cluster=False, needs_registry=False, starts_apart=True)
     registry: str | None = None
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
@@ -135,6 +135,13 @@ class Engine:
 
     def run(self, spec: ContainerSpec) -> str:
         """Create and start; return the container id."""
+        container_id = self.create(spec)
+        self.start(container_id, spec)
+        return container_id
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Made, not started: no network endpoint exists until `start` (the network
+        must exist already). Returns the container id."""
         host_config = self.api.create_host_config(
             mem_limit=spec.memory,
             restart_policy={"Name": "unless-stopped"} if spec.restart else None,
@@ -165,10 +172,13 @@ class Engine:
             if e.status_code == 409:
                 raise NameTaken(f"a container named {spec.name} exists") from None
             raise
-        self.api.start(created["Id"])
-        if spec.files:
-            self._hand_over(created["Id"], spec.files, spec.files_owner)
         return str(created["Id"])
+
+    def start(self, container_id: str, spec: ContainerSpec) -> None:
+        """Start a created container and hand it its files."""
+        self.api.start(container_id)
+        if spec.files:
+            self._hand_over(container_id, spec.files, spec.files_owner)
 
     def _hand_over(self, container_id: str, files: Mapping[str, tuple[bytes, int]],
                    owner: int) -> None:

@@ -89,7 +89,7 @@ class SwarmEngine(Engine):
     """A Docker endpoint that is a swarm manager (DOCKER_HOST=tcp://manager:2375)."""
 
     capabilities = Capabilities(watches_events=False, reads_files=False, joins_networks=False,
-                                broker_cluster=True, needs_registry=True)
+                                broker_cluster=True, needs_registry=True, starts_apart=False)
 
     def __init__(self, client: docker.DockerClient | None = None,
                  registry: str | None = None) -> None:
@@ -220,6 +220,12 @@ class SwarmEngine(Engine):
                 raise NameTaken(f"a service named {name} exists") from None
             raise
         return str(service["ID"])
+
+    def create(self, spec: ContainerSpec) -> str:
+        raise EngineError("a swarm service starts as it is made: use run")
+
+    def start(self, container_id: str, spec: ContainerSpec) -> None:
+        raise EngineError("a swarm service starts as it is made: use run")
 
     def replace(self, spec: ContainerSpec, grace: float) -> str:
         """A rolling update: the new task starts before the old one stops."""

@@ -25,6 +25,7 @@ from flowrun.core.plan import Plan, RealStep
 from flowrun.core.reconcile import Action, ActionType
 from flowrun.engine.images import build_image, build_services_image
 from flowrun.engine.protocol import ContainerEngine
+from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import (
     BuildFailed,
     FlowFailed,
@@ -67,9 +68,11 @@ class Executor:
     1. prepare (4): the broker then the services, beside the builds (2 at a time,
        CPU-bound) and then the flow's two networks; the AMQP client loaded meanwhile;
     2. keep (8): steps left running are followed from now on;
-    3. networks (5): the broker and the services join the flow's networks (where the
-       engine joins running containers to networks), the flow's record, the flow's
-       spec handed to the services: all before any step starts;
+    3. networks (5, and 8 for creates): the broker and the services join the flow's
+       networks (where the engine joins running containers to networks), the flow's
+       record, the flow's spec handed to the services: all before any step starts;
+       meanwhile the new steps' containers are made, not started (where the engine
+       makes them apart: a container has no network endpoint before its start);
     4. start (9): the topology and the steps' broker users, beside every step's
        create, replace, rolling replacement or removal.
 
@@ -87,6 +90,9 @@ class Executor:
         self.engine_watcher: EngineWatcher | None = None
         # Set by an interrupted `up`: what has not started yet is not started.
         self.cancelled = threading.Event()
+        # Containers made while the flow's networks were joined, not started yet:
+        # (step, replica) -> (container id, the spec it was made from).
+        self._made: dict[tuple[str, int], tuple[str, ContainerSpec]] = {}
 
     def put(self, event: Event) -> None:
         self.events.put(event)
@@ -183,8 +189,15 @@ class Executor:
         # would not remove at `down`). The mappers' internal network needs the broker
         # only: a mapper's config is all in its step file, it makes no step-info call.
         # (On a swarm steps reach both on the broker's network instead.)
+        # The joins leave Docker waiting more than working (a core and a half idle at
+        # 5 steps): the new steps' containers are made meanwhile, and started after.
         joins = self.engine.capabilities.joins_networks
-        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="networks") as pool:
+        fresh = ([a for a in starts if a.type is ActionType.CREATE]
+                 if self.engine.capabilities.starts_apart else [])
+        steps = {s.id: (i, s) for i, s in enumerate(plan.steps)}
+        self._made.clear()
+        with ThreadPoolExecutor(max_workers=5 + START_WORKERS,
+                                thread_name_prefix="networks") as pool:
             prepared = [pool.submit(self.engine.connect, BROKER_NAME, network,
                                     [names.BROKER_ALIAS])
                         for network, _internal in networks if joins]
@@ -195,9 +208,21 @@ class Executor:
                 pool.submit(self.engine.put_record, names.record_volume(flow),
                             record_labels(plan)),
                 pool.submit(put_flow)]
+            prepared += [pool.submit(self._create, plan, steps[a.step][1], steps[a.step][0],
+                                     a.replica) for a in fresh]
             for future in prepared:
                 future.result()
         self._start_steps(plan, starts, removals, grace)
+
+    def _create(self, plan: Plan, step: RealStep, index: int, replica: int) -> None:
+        """Make a new step's container, to be started by `_replace`."""
+        assert self.broker is not None
+        self._check_cancelled()
+        spec = step_spec(plan, step, index, self.broker, replica)
+        try:
+            self._made[(step.id, replica)] = (self.engine.create(spec), spec)
+        except NameTaken:
+            pass  # one appeared since: _replace replaces it
 
     def _start_steps(self, plan: Plan, starts: Sequence[Action], removals: Sequence[Action],
                      grace: float) -> None:
@@ -307,7 +332,8 @@ class Executor:
         assert self.broker is not None
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
-        spec = step_spec(plan, step, index, self.broker, replica)
+        made = self._made.pop((step.id, replica), None) if missing else None
+        spec = made[1] if made else step_spec(plan, step, index, self.broker, replica)
         existing = not missing and self.engine.find(name) is not None
         if existing:
             # The old container finishes the message in hand, acks it and exits; what
@@ -316,7 +342,10 @@ class Executor:
             self.put(StepPhase(step.id, Phase.STOPPING, "replacing", replica))
             self.retire(name)
         self.put(StepPhase(step.id, Phase.STARTING, replica=replica))
-        if existing:
+        if made is not None:  # made while the flow's networks were joined
+            container_id = made[0]
+            self.engine.start(container_id, spec)
+        elif existing:
             container_id = self.engine.replace(spec, grace)
         else:
             try:
