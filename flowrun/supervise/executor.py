@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from flowrun.broker.platform import (
     Services,
@@ -68,11 +68,11 @@ class Executor:
     1. prepare (4): the broker then the services, beside the builds (2 at a time,
        CPU-bound) and then the flow's two networks; the AMQP client loaded meanwhile;
     2. keep (8): steps left running are followed from now on;
-    3. networks (5, and 8 for creates): the broker and the services join the flow's
-       networks (where the engine joins running containers to networks), the flow's
-       record, the flow's spec handed to the services: all before any step starts;
-       meanwhile the new steps' containers are made, not started (where the engine
-       makes them apart: a container has no network endpoint before its start);
+    3. networks (5): the broker and the services join the flow's networks (where the
+       engine joins running containers to networks), the flow's record, the flow's
+       spec handed to the services: all before any step starts; beside it, create
+       (8): the first new steps' containers made, not started (where the engine
+       makes them apart), until the start pool starts each;
     4. start (9): the topology and the steps' broker users, beside every step's
        create, replace, rolling replacement or removal.
 
@@ -92,7 +92,7 @@ class Executor:
         self.cancelled = threading.Event()
         # Containers made while the flow's networks were joined, not started yet:
         # (step, replica) -> (container id, the spec it was made from).
-        self._made: dict[tuple[str, int], tuple[str, ContainerSpec]] = {}
+        self._made: dict[tuple[str, int], Future[tuple[str, ContainerSpec] | None]] = {}
 
     def put(self, event: Event) -> None:
         self.events.put(event)
@@ -183,21 +183,39 @@ class Executor:
             if url is not None:
                 self.put(Webhook(f"called over HTTP: POST or GET {url}", url=url))
 
+        # The joins below leave Docker waiting more than working (a core and a half
+        # idle at 5 steps): the first new steps' containers (as many as start at once)
+        # are made meanwhile, not started: a container has no network endpoint before
+        # its start, so nothing races the joins. Each starts once it is made and the
+        # joins are done.
+        steps = {s.id: (i, s) for i, s in enumerate(plan.steps)}
+        fresh = sorted((a for a in starts if a.type is ActionType.CREATE),
+                       key=lambda a: (steps[a.step][0], a.replica))
+        if not self.engine.capabilities.starts_apart:
+            fresh = []
+        with ThreadPoolExecutor(max_workers=START_WORKERS,
+                                thread_name_prefix="create") as creating:
+            self._made = {(a.step, a.replica): creating.submit(
+                self._create, plan, steps[a.step][1], steps[a.step][0], a.replica)
+                for a in fresh[:START_WORKERS]}
+            try:
+                self._join_and_start(plan, starts, removals, grace, put_flow)
+            finally:
+                self._made = {}
+
+    def _join_and_start(self, plan: Plan, starts: Sequence[Action],
+                        removals: Sequence[Action], grace: float,
+                        put_flow: Callable[[], None]) -> None:
         # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
         # The broker and the services join the flow's networks before any step starts
         # on them (joins racing container starts left Docker 20.10 with endpoints it
         # would not remove at `down`). The mappers' internal network needs the broker
         # only: a mapper's config is all in its step file, it makes no step-info call.
         # (On a swarm steps reach both on the broker's network instead.)
-        # The joins leave Docker waiting more than working (a core and a half idle at
-        # 5 steps): the new steps' containers are made meanwhile, and started after.
+        flow = plan.flow
+        networks = ((names.network(flow), False), (names.internal_network(flow), True))
         joins = self.engine.capabilities.joins_networks
-        fresh = ([a for a in starts if a.type is ActionType.CREATE]
-                 if self.engine.capabilities.starts_apart else [])
-        steps = {s.id: (i, s) for i, s in enumerate(plan.steps)}
-        self._made.clear()
-        with ThreadPoolExecutor(max_workers=5 + START_WORKERS,
-                                thread_name_prefix="networks") as pool:
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="networks") as pool:
             prepared = [pool.submit(self.engine.connect, BROKER_NAME, network,
                                     [names.BROKER_ALIAS])
                         for network, _internal in networks if joins]
@@ -208,21 +226,20 @@ class Executor:
                 pool.submit(self.engine.put_record, names.record_volume(flow),
                             record_labels(plan)),
                 pool.submit(put_flow)]
-            prepared += [pool.submit(self._create, plan, steps[a.step][1], steps[a.step][0],
-                                     a.replica) for a in fresh]
             for future in prepared:
                 future.result()
         self._start_steps(plan, starts, removals, grace)
 
-    def _create(self, plan: Plan, step: RealStep, index: int, replica: int) -> None:
-        """Make a new step's container, to be started by `_replace`."""
+    def _create(self, plan: Plan, step: RealStep, index: int,
+                replica: int) -> tuple[str, ContainerSpec] | None:
+        """Make a new step's container, for `_replace` to start: its id and spec."""
         assert self.broker is not None
         self._check_cancelled()
         spec = step_spec(plan, step, index, self.broker, replica)
         try:
-            self._made[(step.id, replica)] = (self.engine.create(spec), spec)
+            return self.engine.create(spec), spec
         except NameTaken:
-            pass  # one appeared since: _replace replaces it
+            return None  # one appeared since: _replace replaces it
 
     def _start_steps(self, plan: Plan, starts: Sequence[Action], removals: Sequence[Action],
                      grace: float) -> None:
@@ -332,7 +349,8 @@ class Executor:
         assert self.broker is not None
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
-        made = self._made.pop((step.id, replica), None) if missing else None
+        creating = self._made.get((step.id, replica)) if missing else None
+        made = creating.result() if creating is not None else None
         spec = made[1] if made else step_spec(plan, step, index, self.broker, replica)
         existing = not missing and self.engine.find(name) is not None
         if existing:
