@@ -125,7 +125,7 @@ def baseline_docker_run(engine: Engine, images: list[tuple[str, str]],
     started in parallel with plain `docker run -d`, until running. `images`: (image,
     runtime) pairs; each runs its runtime's idle program. The network's creation is
     timed too: flowrun's warm-up makes its flow's networks as well. Returns the time
-    until all run and the time until Docker created the first of them."""
+    until all run and the time until Docker started the first of them."""
     names = [f"flowrun-bench-{tag}-{i}" for i in range(len(images))]
     network = f"flowrun-bench-{tag}"
     wall = time.time()
@@ -169,7 +169,7 @@ def warmup(engine: Engine, tmp: Path, real_steps: int, runs: int,
             "ratio": statistics.median(ours) / statistics.median(base),
             # from the command's start to Docker's first container start: the fixed part
             "first_start": {"flowrun": summary(ours_first),
-                                "baseline": summary(base_first)}}
+                            "baseline": summary(base_first)}}
 
 
 def cold_warmup(engine: Engine, tmp: Path) -> dict[str, Any]:

@@ -90,8 +90,9 @@ class Executor:
         self.engine_watcher: EngineWatcher | None = None
         # Set by an interrupted `up`: what has not started yet is not started.
         self.cancelled = threading.Event()
-        # Containers made while the flow's networks were joined, not started yet:
-        # (step, replica) -> (container id, the spec it was made from).
+        # Containers being made while the flow's networks are joined, not started yet:
+        # (step, replica) -> its (container id, the spec it was made from), or None
+        # when one of that name appeared meanwhile.
         self._made: dict[tuple[str, int], Future[tuple[str, ContainerSpec] | None]] = {}
 
     def put(self, event: Event) -> None:
