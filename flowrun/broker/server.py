@@ -29,6 +29,7 @@ from flowrun.broker.http import JsonClient
 from flowrun.contract import BROKER_MANAGEMENT_PORT, names
 from flowrun.contract.http import basic
 from flowrun.core import labels
+from flowrun.core.observed import Observed
 from flowrun.engine.protocol import ContainerEngine
 from flowrun.engine.spec import ContainerSpec
 from flowrun.errors import FlowFailed, ServiceError
@@ -293,7 +294,7 @@ def find_broker(engine: ContainerEngine) -> Broker | None:
     for name in _broker_names(engine):
         observed = engine.find(name)
         if observed is not None and observed.running:
-            broker = _from_observed(engine, observed.name)
+            broker = _from_observed(observed)
             if broker is not None:
                 return broker
     return None
@@ -305,8 +306,7 @@ def _broker_names(engine: ContainerEngine) -> list[str]:
     return [names.broker_node(i) for i in range(1, names.BROKER_CLUSTER_SIZE + 1)]
 
 
-def _from_observed(engine: ContainerEngine, name: str) -> Broker | None:
-    observed = engine.inspect(name)
+def _from_observed(observed: Observed) -> Broker | None:
     amqp, http = observed.ports.get("5672/tcp"), observed.ports.get("15672/tcp")
     password = observed.env.get(ADMIN_PASS_ENV)
     if not (amqp and http and password):
