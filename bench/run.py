@@ -38,6 +38,7 @@ from flowrun.broker.platform import message_keys  # noqa: E402
 from flowrun.broker.server import ensure_broker, find_broker  # noqa: E402
 from flowrun.contract import names  # noqa: E402
 from flowrun.contract.confirms import Confirms  # noqa: E402
+from flowrun.core import labels  # noqa: E402
 from flowrun.engine.adapter import Engine  # noqa: E402
 
 COMPONENTS = ROOT / "sample_flows" / "components"
@@ -108,7 +109,7 @@ def first_start(since: float, until: float, flow: str | None = None,
             "--filter", "type=container", "--filter", "event=start",
             "--format", "{{.TimeNano}} {{.Actor.Attributes.name}}"]
     if flow is not None:
-        args += ["--filter", f"label=io.flowrun.flow={flow}"]
+        args += ["--filter", f"label={labels.FLOW}={flow}"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout.split("\n")
     times = [int(line.split()[0]) / 1e9 for line in out
              if line.strip() and (prefix is None or line.split()[1].startswith(prefix))]

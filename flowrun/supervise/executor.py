@@ -50,6 +50,10 @@ from flowrun.supervise.takedown import TakeDown
 from flowrun.waiting import wait_for
 
 START_WORKERS = 8
+# New steps' containers being made while the flow's networks are joined: (step, replica)
+# -> its (container id, the spec it was made from), or None when one of that name
+# appeared meanwhile.
+Made = dict[tuple[str, int], Future[tuple[str, ContainerSpec] | None]]
 # A rolling replacement waits this long for each new replica to come live.
 ROLL_LIVE_TIMEOUT = 60.0
 DEFAULT_GRACE = 10.0
@@ -90,10 +94,6 @@ class Executor:
         self.engine_watcher: EngineWatcher | None = None
         # Set by an interrupted `up`: what has not started yet is not started.
         self.cancelled = threading.Event()
-        # Containers being made while the flow's networks are joined, not started yet:
-        # (step, replica) -> its (container id, the spec it was made from), or None
-        # when one of that name appeared meanwhile.
-        self._made: dict[tuple[str, int], Future[tuple[str, ContainerSpec] | None]] = {}
 
     def put(self, event: Event) -> None:
         self.events.put(event)
@@ -190,23 +190,19 @@ class Executor:
         # its start, so nothing races the joins. Each starts once it is made and the
         # joins are done.
         steps = {s.id: (i, s) for i, s in enumerate(plan.steps)}
-        fresh = sorted((a for a in starts if a.type is ActionType.CREATE),
+        fresh = sorted((a for a in starts if a.type is ActionType.CREATE
+                        and self.engine.capabilities.starts_apart),
                        key=lambda a: (steps[a.step][0], a.replica))
-        if not self.engine.capabilities.starts_apart:
-            fresh = []
         with ThreadPoolExecutor(max_workers=START_WORKERS,
                                 thread_name_prefix="create") as creating:
-            self._made = {(a.step, a.replica): creating.submit(
+            creates: Made = {(a.step, a.replica): creating.submit(
                 self._create, plan, steps[a.step][1], steps[a.step][0], a.replica)
                 for a in fresh[:START_WORKERS]}
-            try:
-                self._join_and_start(plan, starts, removals, grace, put_flow)
-            finally:
-                self._made = {}
+            self._join_and_start(plan, starts, removals, grace, put_flow, creates)
 
     def _join_and_start(self, plan: Plan, starts: Sequence[Action],
                         removals: Sequence[Action], grace: float,
-                        put_flow: Callable[[], None]) -> None:
+                        put_flow: Callable[[], None], made: Made) -> None:
         # Each of these is a Docker or HTTP round trip of tens of milliseconds: at once.
         # The broker and the services join the flow's networks before any step starts
         # on them (joins racing container starts left Docker 20.10 with endpoints it
@@ -229,7 +225,7 @@ class Executor:
                 pool.submit(put_flow)]
             for future in prepared:
                 future.result()
-        self._start_steps(plan, starts, removals, grace)
+        self._start_steps(plan, starts, removals, grace, made)
 
     def _create(self, plan: Plan, step: RealStep, index: int,
                 replica: int) -> tuple[str, ContainerSpec] | None:
@@ -243,7 +239,7 @@ class Executor:
             return None  # one appeared since: _replace replaces it
 
     def _start_steps(self, plan: Plan, starts: Sequence[Action], removals: Sequence[Action],
-                     grace: float) -> None:
+                     grace: float, made: Made | None = None) -> None:
         # Containers start while the flow's topology is declared, yet no step can
         # publish before every queue and binding exists: the steps' broker users are
         # made only after the topology (a sailor retries its login, and its step-info
@@ -256,7 +252,8 @@ class Executor:
             # before the next old one stops: its queue never lacks a consumer.
             rolling = [a for a in mine if a.type is ActionType.RECREATE and step.replicas > 1]
             tasks += [functools.partial(self._replace, plan, step, index[step.id], grace,
-                                        a.replica, a.type is ActionType.CREATE)
+                                        a.replica, a.type is ActionType.CREATE,
+                                        (made or {}).get((step.id, a.replica)))
                       for a in mine if a not in rolling]
             if rolling:
                 tasks.append(functools.partial(self._roll, plan, step, index[step.id], grace,
@@ -344,13 +341,14 @@ class Executor:
                 future.result()
 
     def _replace(self, plan: Plan, step: RealStep, index: int, grace: float,
-                 replica: int = 1, missing: bool = False) -> None:
+                 replica: int = 1, missing: bool = False,
+                 creating: Future[tuple[str, ContainerSpec] | None] | None = None) -> None:
         """`missing`: the flow's observation found no such container (a CREATE), so
-        none is looked for; one that appeared since is replaced all the same."""
+        none is looked for; one that appeared since is replaced all the same.
+        `creating`: its container being made already (`_create`), to be started."""
         assert self.broker is not None
         self._check_cancelled()
         name = names.container(plan.flow, step.id, replica)
-        creating = self._made.get((step.id, replica)) if missing else None
         made = creating.result() if creating is not None else None
         spec = made[1] if made else step_spec(plan, step, index, self.broker, replica)
         existing = not missing and self.engine.find(name) is not None

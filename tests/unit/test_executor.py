@@ -21,8 +21,9 @@ def _dispatched(plan: Any, actions: list[Action]) -> list[tuple[Any, ...]]:
     executor = Executor(engine=None, events=events)  # type: ignore[arg-type]
     calls: list[tuple[Any, ...]] = []
     executor._prepare_flow = lambda p: calls.append(("topology", p.flow))  # type: ignore
-    executor._replace = lambda p, s, i, g, replica=1, missing=False: calls.append(  # type: ignore
-        ("replace", s.id, replica, missing))
+    executor._replace = lambda p, s, i, g, replica=1, missing=False, creating=None: (  # type: ignore
+        calls.append(
+        ("replace", s.id, replica, missing)))
     executor._roll = lambda p, s, i, g, replicas: calls.append(  # type: ignore
         ("roll", s.id, tuple(replicas)))
     executor._remove = lambda f, s, r, g: calls.append(("remove", s, r))  # type: ignore
