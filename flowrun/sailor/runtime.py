@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import queue
 import signal
 import sys
 import threading
@@ -717,6 +718,26 @@ def _read_step_file(path: str | None) -> dict[str, Any]:
         return dict(json.load(f))
 
 
+def stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stopping`. A handler runs on the main thread between
+    any two of its bytecodes, also inside Event.wait() holding the Event's lock, which
+    Event.set() would then wait on forever (the step would sit out Docker's grace and
+    be killed). So the handler only puts into a SimpleQueue (its put() is reentrant),
+    and a thread of its own sets the Event."""
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def relay() -> None:
+        signals.get()
+        stopping.set()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals.put(signum)
+
+    threading.Thread(target=relay, daemon=True, name="signals").start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 def main() -> int:
     try:
         sailor = Sailor()
@@ -724,12 +745,8 @@ def main() -> int:
         log(f"flowrun-sailor: {e}")
         return 1
 
-    def on_term(signum: int, frame: Any) -> None:
-        # Record only: the loop finishes the message in hand, acks it and exits.
-        sailor.stopping.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    # Record only: the loop finishes the message in hand, acks it and exits.
+    stop_on_signals(sailor.stopping)
     try:
         return sailor.run()
     except StepInfoRefused as e:

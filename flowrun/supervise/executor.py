@@ -83,7 +83,7 @@ class Executor:
     Each pool ends before the next begins; nothing is shared between pools but the
     broker and services found in 1 (set once, read after)."""
 
-    def __init__(self, engine: ContainerEngine, events: queue.Queue[Event]) -> None:
+    def __init__(self, engine: ContainerEngine, events: queue.SimpleQueue[Event]) -> None:
         self.engine = engine
         self.events = events
         self.stop_following = threading.Event()

@@ -142,7 +142,10 @@ class Supervisor:
         self.engine = engine
         self.renderer = renderer
         self.clock = clock
-        self.events: queue.Queue[Event] = queue.Queue()
+        # A SimpleQueue: its put() is reentrant. The Ctrl-C handler puts into it on the
+        # main thread, between any two bytecodes of that thread, also inside a get()
+        # holding a Queue's lock, which a Queue's put() would then wait on forever.
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         if executor is None:
             from flowrun.supervise.executor import Executor as RealExecutor
 

@@ -54,6 +54,7 @@ def _attached(tmp_path: Path, prefix: str) -> Iterator[tuple[str, subprocess.Pop
         finally:
             if proc.poll() is None:
                 proc.kill()
+            proc.wait()  # reaped, not left to warn in a later test
             flowrun("down", "--purge", "--grace", "0", name, check=False)
     assert "Traceback" not in (tmp_path / "stderr").read_text()
 

@@ -218,6 +218,7 @@ def test_ctrl_c_during_warm_up_stops_what_it_started(engine: Any, tmp_path: Path
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.communicate()  # reaped and its pipes closed, not left to a later test
         flowrun("down", "--purge", "--grace", "0", name, check=False)
 
 

@@ -17,7 +17,7 @@ PLAN = plan_of(ROOT / "sample_flows" / "orders.yaml", revision="rev1")
 
 
 def _dispatched(plan: Any, actions: list[Action]) -> list[tuple[Any, ...]]:
-    events: queue.Queue[Event] = queue.Queue()
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     executor = Executor(engine=None, events=events)  # type: ignore[arg-type]
     calls: list[tuple[Any, ...]] = []
     executor._prepare_flow = lambda p: calls.append(("topology", p.flow))  # type: ignore

@@ -63,3 +63,37 @@ def test_leak_watch_ignores_one_listener_and_plateaus() -> None:
     watch = LeakWatch(window=5)
     samples = [1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3]  # one listener, a transient thread
     assert all(watch.observe(t, 10 + (i % 2)) is None for i, t in enumerate(samples))
+
+
+SIGTERM_STORM = """
+import faulthandler, os, signal, sys, threading
+faulthandler.dump_traceback_later(40, exit=True)  # a hang shows where it is
+from flowrun.sailor.runtime import stop_on_signals
+
+for n in range(int(sys.argv[1])):
+    stopping = threading.Event()
+    stop_on_signals(stopping)
+
+    def term(n: int = n) -> None:
+        threading.Event().wait(0.001 * (n % 5))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=term, daemon=True).start()
+    while not stopping.wait(0):  # the main thread inside Event.wait, holding its lock
+        pass
+print("stopped every time")
+"""
+
+
+def test_a_sigterm_while_the_main_thread_waits_always_stops_the_sailor() -> None:
+    # Event.set() called by the handler itself waited forever on the lock of the
+    # Event.wait() it interrupted: in each of 5 runs of this storm (100 SIGTERMs).
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", SIGTERM_STORM, "100"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stopped every time" in done.stdout

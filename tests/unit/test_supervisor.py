@@ -319,3 +319,57 @@ def test_a_replicated_step_is_live_once_every_replica_is_and_heals_the_one_gone(
     assert "heal enrich#2: removed" in recorder.notices()
     supervisor.events.put(Interrupted(1))
     until_stopped(supervisor, run)
+
+
+CTRL_C_STORM = """
+import faulthandler, os, signal, sys, threading
+faulthandler.dump_traceback_later(40, exit=True)  # a hang shows where it is
+from tests.unit.test_supervisor import PLAN, make
+from flowrun.supervise.events import Phase, StepPhase
+from flowrun.supervise.supervisor import UpOptions
+
+
+def trial(n: int) -> None:
+    supervisor, _engine, _executor, _recorder, _clock = make()
+    busy = threading.Event()
+
+    def feed() -> None:  # the loop is kept taking events when the Ctrl-C comes
+        while not busy.is_set():
+            if supervisor.events.qsize() < 3:  # the Ctrl-C is not queued behind a heap
+                supervisor.events.put(StepPhase("fetch", Phase.STARTING))
+
+    def ctrl_c() -> None:  # once `up` has its handler, at a time that varies
+        while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            threading.Event().wait(0.0005)
+        threading.Event().wait(0.002 * (n % 5))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    try:
+        assert supervisor.up(PLAN, UpOptions())[1] == "stopped"
+    finally:
+        busy.set()
+        feeder.join()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+for n in range(int(sys.argv[1])):
+    trial(n)
+print("stopped every time")
+"""
+
+
+def test_a_ctrl_c_while_the_loop_takes_events_always_stops_it() -> None:
+    # The handler runs on the main thread between two of its bytecodes, also inside
+    # the loop's get(): with a queue.Queue its put() waited there forever on a lock
+    # that get() held: in each of 4 runs of this storm (60 Ctrl-Cs). In CI an `up`
+    # interrupted during warm-up hung so.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", CTRL_C_STORM, "60"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stopped every time" in done.stdout
