@@ -155,6 +155,7 @@ class Engine:
             security_opt=["no-new-privileges"] if spec.hardened else None,
             cap_drop=["ALL"] if spec.hardened else None,
             pids_limit=spec.pids_limit,
+            init=spec.init or None,
             binds={v: {"bind": path, "mode": "rw"} for v, path in spec.volumes.items()} or None,
         )
         networking = None

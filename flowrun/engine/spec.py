@@ -22,6 +22,11 @@ class ContainerSpec:
     restart: bool = True
     hardened: bool = True
     pids_limit: int | None = None
+    # Docker's own init (tini) as process 1, the program its child. A process 1 gets
+    # no signal it has no handler for: a step's program, stopped before its handler
+    # was in place (at its start, or a Node.js one the platform's sailor runs), lost
+    # the SIGTERM and was killed only after the grace. tini passes it on.
+    init: bool = False
     # The container's private files: path -> (content, mode), owned by `files_owner`.
     # How a step gets its config without the environment or argv. On one host they
     # are handed over on the container's standard input at its start, as a tar

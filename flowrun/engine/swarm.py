@@ -264,7 +264,7 @@ class SwarmEngine(Engine):
             labels=dict(spec.labels), user=spec.user, hostname=spec.hostname,
             mounts=mounts or None, secrets=secrets or None,
             cap_drop=["ALL"] if spec.hardened else None,
-            stop_grace_period=int(10 * 1e9),
+            stop_grace_period=int(10 * 1e9), init=spec.init or None,
         )
         # A service with a named volume stays where its volume is: on the node it was
         # placed on, else on the manager.

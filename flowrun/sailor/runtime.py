@@ -723,7 +723,8 @@ def stop_on_signals(stopping: threading.Event) -> None:
     any two of its bytecodes, also inside Event.wait() holding the Event's lock, which
     Event.set() would then wait on forever (the step would sit out Docker's grace and
     be killed). So the handler only puts into a SimpleQueue (its put() is reentrant),
-    and a thread of its own sets the Event."""
+    and a thread of its own sets the Event. The relay thread starts while the signals
+    are still blocked and keeps them blocked: they are the main thread's to take."""
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def relay() -> None:
@@ -736,6 +737,8 @@ def stop_on_signals(stopping: threading.Event) -> None:
     threading.Thread(target=relay, daemon=True, name="signals").start()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Blocked until now (__main__): one that came meanwhile is taken here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def main() -> int:

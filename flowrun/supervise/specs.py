@@ -91,6 +91,7 @@ def step_spec(plan: Plan, step: RealStep, index: int, broker: Broker,
         memory=step.memory,
         user=f"{STEP_UID}:{STEP_UID}",
         pids_limit=STEP_PIDS_LIMIT,
+        init=True,  # a stop at any moment of its life is taken (engine/spec.py)
         files=step_files(plan, step, broker),
         files_owner=STEP_UID,
     )
@@ -105,7 +106,7 @@ def hook_spec(flow: str, step: str, image: str, env: Mapping[str, str],
         env={**env, "ELASTICIO_HOOK_SHUTDOWN": "1"},
         labels={labels.ROLE: labels.ROLE_HOOK, labels.FLOW: flow, labels.STEP: step},
         network=names.network(flow), memory="256m", user=f"{STEP_UID}:{STEP_UID}",
-        pids_limit=STEP_PIDS_LIMIT, restart=False,
+        pids_limit=STEP_PIDS_LIMIT, restart=False, init=True,
         files={STEP_ENV_FILE: node_env_file(step_secrets(flow, step, broker))},
         files_owner=STEP_UID,
     )

@@ -222,6 +222,30 @@ def test_ctrl_c_during_warm_up_stops_what_it_started(engine: Any, tmp_path: Path
         flowrun("down", "--purge", "--grace", "0", name, check=False)
 
 
+def test_a_step_stopped_as_it_starts_stops_at_once(flow_factory: Any, engine: Any,
+                                                    tmp_path: Path) -> None:
+    # The sailor was its container's process 1: the kernel drops a signal process 1
+    # has no handler for. A SIGTERM in its first tenth of a second was lost, and a
+    # Ctrl-C or `down` then waited out the grace with the step still up. Docker's init
+    # now passes it on; before the sailor's handler, it dies of it (143).
+    echo = make_component(tmp_path, "echo", "echo", ECHO)
+    name = unique("term")
+    flow_factory(name, f"""  - {{id: src, component: {COMPONENTS}/shop, function: newOrders,
+       config: {{limit: 0}}}}
+  - {{id: e, component: {echo}, function: echo}}
+""")
+    container = f"flowrun.{name}.e"
+    for _ in range(3):
+        engine.api.stop(container, timeout=0)
+        engine.api.start(container)
+        engine.api.kill(container, signal="SIGTERM")
+        try:
+            exited = engine.api.wait(container, timeout=8)  # the grace is 10 s
+        except Exception as e:  # the client's read timeout: the SIGTERM was lost
+            raise AssertionError(f"a SIGTERM at its start did not stop the step ({e})") from e
+        assert exited["StatusCode"] in (0, 143), engine.api.logs(container, tail=20)
+
+
 # ------------------------------------------------------------------ secrets and isolation
 
 SHOW_CFG = """
