@@ -27,6 +27,9 @@ from flowrun.errors import (
     StaleNetwork,
 )
 
+# A file read from a running container: again, when the archive came short.
+READ_ATTEMPTS = 3
+
 
 def parse_time(value: str | None) -> datetime | None:
     """Docker's timestamps (nanoseconds, `Z`; Python 3.11 reads both), or None for
@@ -291,16 +294,24 @@ class Engine:
 
     def read_file(self, name: str, path: str) -> bytes | None:
         """A file from a container's filesystem, without exec (works while running)."""
-        try:
-            bits, _ = self.api.get_archive(name, path)
-        except docker.errors.APIError:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
-            member = tar.next()
-            if member is None:
+        for _ in range(READ_ATTEMPTS):
+            try:
+                bits, _ = self.api.get_archive(name, path)
+            except docker.errors.APIError:
                 return None
-            extracted = tar.extractfile(member)
-            return extracted.read() if extracted else None
+            try:
+                with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+                    member = tar.next()
+                    if member is None:
+                        return None
+                    extracted = tar.extractfile(member)
+                    return extracted.read() if extracted else None
+            except tarfile.TarError:
+                # Docker sizes the entry from the file it found, then copies the one
+                # there when it reads: a file replaced between (the sailor's state, each
+                # second) by a shorter one ends the archive short. The next read is whole.
+                continue
+        return None
 
     # ------------------------------------------------------------ networks
 

@@ -26,6 +26,9 @@ from flowrun.supervise.events import (
     StepPhase,
 )
 
+# A sailor's state read torn (its file replaced while Docker read it): read again.
+STATE_READS = 3
+
 
 def sailor_state(engine: ContainerEngine, o: Observed) -> dict[str, Any]:
     """What a running step's sailor says of itself: flowrun's sailor keeps a state file
@@ -39,11 +42,15 @@ def sailor_state(engine: ContainerEngine, o: Observed) -> dict[str, Any]:
         lines = engine.logs(o.name, since=o.started_at)
         return {"live": any(NODE_LIVE_MARKER in line or LIVE_MARKER in line
                             for line in lines)}
-    raw = engine.read_file(o.name, STATE_FILE)
-    try:
-        return dict(json.loads(raw)) if raw else {}
-    except ValueError:
-        return {}
+    for _ in range(STATE_READS):
+        raw = engine.read_file(o.name, STATE_FILE)
+        if not raw:
+            return {}
+        try:
+            return dict(json.loads(raw))
+        except ValueError:
+            continue  # torn: replaced by a longer one while Docker read it (read_file)
+    return {}
 
 
 class Follower:

@@ -42,3 +42,33 @@ def test_a_network_is_made_even_when_a_longer_name_contains_its_name(engine: Any
     finally:
         engine.remove_network(name)
         engine.remove_network(f"{name}.internal")
+
+
+REWRITER = """
+import os
+n = 0
+while True:  # replaced whole, as the sailor writes its state; shorter every other time
+    n += 1
+    with open('/tmp/state.tmp', 'w') as f:
+        f.write('s' if n % 2 else 'l' * 300)
+    os.replace('/tmp/state.tmp', '/tmp/state')
+"""
+
+
+def test_a_file_read_while_it_is_replaced_is_read_again(engine: Any) -> None:
+    # Docker sizes a file's tar entry, then copies whichever file is at the path then:
+    # one replaced by a shorter one in between ends the archive short (about 1 read in
+    # 5 here), and `flowrun status` said so with a traceback. By a longer one, the
+    # entry is its first bytes: torn, for the reader to tell (the sailor's state: JSON).
+    name = f"flowrun-test-{uuid.uuid4().hex[:8]}"
+    engine.run(ContainerSpec(name=name, image=base_image(), env={},
+                             labels={"io.flowrun.test": "1"},
+                             command=["python3", "-c", REWRITER],
+                             memory="64m", user="1000:1000", restart=False))
+    try:
+        reads = [engine.read_file(name, "/tmp/state") for _ in range(100)]
+        assert all(r is None or r == b"s" or set(r) == {ord("l")} for r in reads)
+        assert reads.count(None) < 10  # short three times running: about 1 in 150
+    finally:
+        engine.stop(name, 0)
+        engine.remove(name)
