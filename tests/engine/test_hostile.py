@@ -180,6 +180,12 @@ def _latest_tick(name: str) -> int:
     return max(ticks, default=-1)
 
 
+def _tail(container: str) -> str:
+    lines = subprocess.run(["docker", "logs", "--since", "3m", container], capture_output=True,
+                           text=True).stdout.splitlines()
+    return "\n".join(line[:300] for line in lines[-25:])
+
+
 def test_a_broker_restart_stops_no_ticks_and_no_trace(flow_factory: Any, engine: Any) -> None:
     name = unique("restart")
     flow_factory(name, f"""  - id: clock
@@ -199,6 +205,14 @@ def test_a_broker_restart_stops_no_ticks_and_no_trace(flow_factory: Any, engine:
     seen = _latest_tick(name)
     # Ticks resume (a Node.js trigger's process() runs once per tick) and the trace
     # records them: each new tick has a higher n than any before the restart.
-    wait_for(lambda: _latest_tick(name) > seen + 2, 90, "ticks recorded after the restart")
+    try:
+        wait_for(lambda: _latest_tick(name) > seen + 2, 90, "ticks recorded after the restart")
+    except AssertionError as e:  # once in CI, not reproduced since: what each side said
+        clock = engine.api.inspect_container(f"flowrun.{name}.clock")
+        raise AssertionError(
+            f"{e}; last tick {_latest_tick(name)}, before the restart {seen}; the clock "
+            f"step restarted {clock['RestartCount']}x, {clock['State']['Status']}; "
+            f"its log:\n{_tail(f'flowrun.{name}.clock')}\nthe services' log:\n"
+            f"{_tail('flowrun-services')}") from e
     out = flowrun("logs", name, "notify", "--tail", "3").stdout
     assert "tick" in out
