@@ -72,6 +72,13 @@ def plan_of(path: Path, env: dict[str, str] | None = None,
     return expand(flow, components, mapper, revisions)
 
 
+def python_child(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`script` run by a Python of its own, from the repository's root: for what may
+    hang or signal its process (a hang ends at `timeout`, not with the suite)."""
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def flowrun(*args: str, timeout: float = 180, check: bool = True, stdin: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The tests' one way to run the CLI, from the repository's root. `env`: the whole

@@ -88,12 +88,8 @@ print("stopped every time")
 def test_a_sigterm_while_the_main_thread_waits_always_stops_the_sailor() -> None:
     # Event.set() called by the handler itself waited forever on the lock of the
     # Event.wait() it interrupted: in each of 5 runs of this storm (100 SIGTERMs).
-    import subprocess
-    import sys
+    from tests.conftest import python_child
 
-    from tests.conftest import ROOT
-
-    done = subprocess.run([sys.executable, "-c", SIGTERM_STORM, "100"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = python_child(SIGTERM_STORM, "100")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stopped every time" in done.stdout

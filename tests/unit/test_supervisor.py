@@ -27,7 +27,7 @@ from flowrun.supervise.events import (
 )
 from flowrun.supervise.state import FlowState
 from flowrun.supervise.supervisor import HEAL_FIRST, Supervisor, UpOptions
-from tests.conftest import ROOT, plan_of
+from tests.conftest import ROOT, plan_of, python_child
 
 PLAN: Plan = plan_of(ROOT / "sample_flows" / "orders.yaml", revision="rev1")
 
@@ -366,10 +366,6 @@ def test_a_ctrl_c_while_the_loop_takes_events_always_stops_it() -> None:
     # the loop's get(): with a queue.Queue its put() waited there forever on a lock
     # that get() held: in each of 4 runs of this storm (60 Ctrl-Cs). In CI an `up`
     # interrupted during warm-up hung so.
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", CTRL_C_STORM, "60"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = python_child(CTRL_C_STORM, "60")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stopped every time" in done.stdout
